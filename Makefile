@@ -1,0 +1,36 @@
+# The README's two commands: `make run` and `make test`. Each installs what it needs first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: install system-packages run test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+# Debian packages the tests use (Prometheus, promtool, docker-compose). Installed when running
+# as root with apt available; tests that need them skip with the reason otherwise.
+system-packages:
+	@./scripts/install-system-packages.sh
+
+run: install
+	$(VENV)/bin/amanuensis serve --host $(HOST) --port $(PORT)
+
+test: install system-packages
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check app npu tests
+
+clean:
+	rm -rf $(VENV) kernels/build

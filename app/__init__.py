@@ -1,0 +1,1 @@
+"""Amanuensis: a self-hosted speech-to-text service on WhisperX with an NPU log-mel front-end."""

@@ -1,0 +1,67 @@
+"""The interface every mel back-end implements, and the fixed set of reasons for leaving one.
+
+The runtime owns an ordered list of back-end factories (``npu-batch`` -> ``npu-frame`` -> ``cpu``).
+A factory either returns an open back-end or raises :class:`MelBackendError` naming why it cannot;
+a back-end raises the same error from :meth:`MelBackend.log_mel` when a call fails. The runtime
+never asks which concrete class it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+
+class FallbackReason(str, Enum):
+    """Why a back-end was skipped or left. The set is fixed: metrics and logs use these values."""
+
+    NO_DEVICE = "no_device"
+    NO_XRT = "no_xrt"
+    NO_KERNEL_ARTIFACTS = "no_kernel_artifacts"
+    LOAD_FAILED = "load_failed"
+    RUN_FAILED = "run_failed"
+    BAD_OUTPUT = "bad_output"
+
+
+class MelBackendError(RuntimeError):
+    """A back-end cannot open or cannot complete a call; ``reason`` says which way it failed."""
+
+    def __init__(self, reason: FallbackReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class MelBackendConfig:
+    """What a factory needs to open a back-end."""
+
+    n_mels: int
+    frames_per_call: int
+    artifacts_dir: Path
+    device_id: int = 0
+
+
+class MelBackend(Protocol):
+    """Turns 16 kHz mono float32 audio into Whisper's normalised log-mel features."""
+
+    name: str
+    n_mels: int
+
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        """Float32 ``[n_mels, n_frames]``, the contract of ``whisperx.audio.log_mel_spectrogram``.
+
+        Raises :class:`MelBackendError` (``run_failed`` or ``bad_output``) when the call fails.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the device, buffers and threads; idempotent."""
+        ...
+
+
+MelBackendFactory = Callable[[MelBackendConfig], MelBackend]
