@@ -109,7 +109,8 @@ def _hann_window() -> np.ndarray:
     return window
 
 
-def _as_audio(audio: np.ndarray, padding: int) -> np.ndarray:
+def validate_audio(audio: np.ndarray, padding: int) -> np.ndarray:
+    """1-D samples as float32 (no copy when already so); a clear ValueError for bad input."""
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
     samples = np.asarray(audio)
@@ -194,7 +195,7 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     on the calling thread only; :class:`CpuMelBackend` spreads the work over all cores.
     """
     check_n_mels(n_mels)
-    samples = _as_audio(audio, padding)
+    samples = validate_audio(audio, padding)
     n_frames = (samples.size + padding) // HOP_LENGTH
     frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
     out = np.empty((n_mels, len(frames)), dtype=np.float32)
@@ -231,7 +232,7 @@ class CpuMelBackend:
         self._lock = threading.Lock()
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        samples = _as_audio(audio, padding)
+        samples = validate_audio(audio, padding)
         n_frames = (samples.size + padding) // HOP_LENGTH
         frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
         out = np.empty((self.n_mels, n_frames), dtype=np.float32)
