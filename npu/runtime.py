@@ -135,12 +135,14 @@ class UnifiedNPURuntime:
 
     # ---- back-end selection -------------------------------------------------------------------
 
-    def _resolve(self, first_tier: int, why_left: list[str]) -> None:
+    def _resolve(
+        self, first_tier: int, why_left: list[str], last_error: MelBackendError | None = None
+    ) -> None:
         """Open the first working tier from ``first_tier`` on; the CPU when none works.
 
-        Called with ``_state_lock`` held. ``why_left`` carries the story so far for the reason.
+        Called with ``_state_lock`` held. ``why_left`` carries the story so far for the reason,
+        ``last_error`` the failure that started this resolution, if any.
         """
-        last_error: MelBackendError | None = None
         for index in range(first_tier, len(self._tiers)):
             name, factory = self._tiers[index]
             try:
@@ -179,7 +181,7 @@ class UnifiedNPURuntime:
             self._count_fallback(name, error)
             _close_quietly(backend)
             left = [f"{name} failed ({error.reason.value}: {error.detail})"]
-            self._resolve(first_tier=self._active_tier + 1, why_left=left)
+            self._resolve(first_tier=self._active_tier + 1, why_left=left, last_error=error)
 
     # ---- public API ---------------------------------------------------------------------------
 
