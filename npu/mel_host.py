@@ -91,17 +91,19 @@ def normalise(log_q: np.ndarray, gains: np.ndarray) -> np.ndarray:
 
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
-            kernel) -> np.ndarray:
-    """The whole NPU path with ``kernel(samples_int16, n_frames) -> int16 [n_frames, n_mels]``
-    standing for one device call (or the golden model / host library)."""
+            kernel, buffer: np.ndarray | None = None) -> np.ndarray:
+    """The whole NPU path. ``kernel(samples_int16, n_frames) -> int16 [frames_per_call, n_mels]``
+    stands for one device run (or the golden model / host library) and is given the call's
+    frame count; ``buffer`` is the reusable int16 input of one call."""
     signal, n_frames = padded_signal(audio, padding)
     plan = CallPlan(n_frames, frames_per_call)
-    buffer = np.empty(call_samples(frames_per_call), dtype=np.int16)
+    if buffer is None:
+        buffer = np.empty(call_samples(frames_per_call), dtype=np.int16)
     log_q = np.empty((n_frames, n_mels), dtype=np.int16)
     gains = np.empty(n_frames, dtype=np.int64)
     for call in range(plan.n_calls):
         first = call * frames_per_call
         count = min(frames_per_call, n_frames - first)
         gains[first:first + count] = quantise_call(signal, first, buffer)
-        log_q[first:first + count] = kernel(buffer, frames_per_call)[:count]
+        log_q[first:first + count] = kernel(buffer, count)[:count]
     return normalise(log_q, gains)
