@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("kernels",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,38 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.cli.kernels import synthetic_signals
 from npu import golden_mel, mel_host, mel_tables
 from npu.kernel_lib import host_kernel
 
 FRAMES = 2000
 
 
-def synthetic_signals() -> dict[str, np.ndarray]:
-    """int16 padded signals for FRAMES frames each: the edge cases a fixed-point FFT gets wrong."""
-    rng = np.random.default_rng(1234)
-    size = mel_host.call_samples(FRAMES)
-    n = np.arange(size)
-    impulses = np.zeros(size, np.int16)
-    impulses[rng.integers(0, size, 300)] = rng.choice([-32768, 32767, 1000, -1], 300)
-    return {
-        "random_full_scale": rng.integers(-32768, 32768, size).astype(np.int16),
-        "random_quiet": rng.integers(-4, 5, size).astype(np.int16),
-        "gaussian": np.clip(rng.standard_normal(size) * 3000, -32768, 32767).astype(np.int16),
-        "silence": np.zeros(size, np.int16),
-        "dc_max": np.full(size, 32767, np.int16),
-        "dc_min": np.full(size, -32768, np.int16),
-        "clipped_square": np.where((n // 37) % 2, 32767, -32768).astype(np.int16),
-        "full_scale_sines": (32767 * np.sin(2 * np.pi * (n * 40 / 16_000) * (1 + n / size))
-                             ).astype(np.int16),
-        "impulses": impulses,
-        "lsb_toggle": np.where(n % 2, 1, -1).astype(np.int16),
-    }
-
-
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_host_kernel_equals_golden_on_edge_cases(n_mels):
     kernel = host_kernel(n_mels)
-    for name, samples in synthetic_signals().items():
+    for name, samples in synthetic_signals(FRAMES).items():
         expected = golden_mel.kernel_call(samples, FRAMES, n_mels)
         actual = kernel(samples, FRAMES)
         mismatched = np.argwhere(actual != expected)
@@ -62,7 +41,7 @@ def test_host_kernel_equals_golden_on_speech(speech):
             np.testing.assert_array_equal(kernel(samples, count),
                                           golden_mel.kernel_call(samples, count, 80), err_msg=name)
             frames += count
-    total = frames + 2 * len(synthetic_signals()) * FRAMES
+    total = frames + 2 * len(synthetic_signals(FRAMES)) * FRAMES
     assert total >= 20_000, f"only {total} frames compared"
 
 
