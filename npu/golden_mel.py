@@ -8,7 +8,7 @@ one and summed exactly, so the order of summation cannot change a bit.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from npu import mel_tables
 _BITLEN_STEPS = (32, 16, 8, 4, 2, 1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fft_stages(config_key: tuple) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per radix (innermost first): the merged twiddles W_L'^(m*k) for m >= 1 as [r-1, r, L]."""
     config = mel_tables.read_config()
@@ -93,7 +93,7 @@ def bit_length(values: np.ndarray) -> np.ndarray:
     return length + (remaining > 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dense_filters(n_mels: int) -> np.ndarray:
     config = mel_tables.read_config()
     filters = mel_tables.sparse_filters(n_mels, config)

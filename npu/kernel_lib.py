@@ -10,8 +10,7 @@ import ctypes
 import subprocess
 import sys
 import threading
-from functools import lru_cache
-from pathlib import Path
+from functools import cache
 
 import numpy as np
 
@@ -70,6 +69,6 @@ class HostKernel:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def host_kernel(n_mels: int) -> HostKernel:
     return HostKernel(n_mels)

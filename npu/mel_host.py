@@ -61,7 +61,7 @@ def quantise_call(signal: np.ndarray, first_frame: int, out: np.ndarray) -> int:
     the signal's end) and return the gain exponent g used (samples were scaled by 2^g)."""
     start = first_frame * audio_spec.HOP_LENGTH
     piece = signal[start:start + out.size]
-    peak = float(np.max(np.abs(piece))) if piece.size else 0.0
+    peak = max(float(piece.max()), -float(piece.min())) if piece.size else 0.0
     gain = 0
     if peak > 0:
         config = mel_tables.read_config()
@@ -82,8 +82,7 @@ def normalise(log_q: np.ndarray, gains: np.ndarray) -> np.ndarray:
     scale = np.float32(2.0 ** -config["OUT_FRAC_BITS"])
     log10 = log_q.T.astype(np.float32) * scale
     log10 -= (2 * _LOG10_2) * gains.astype(np.float32)[None, :]
-    np.maximum(log10, _LOG_FLOOR, out=log10)
-    log10[log_q.T == config["OUT_FLOOR"]] = _LOG_FLOOR
+    np.maximum(log10, _LOG_FLOOR, out=log10)  # also maps MEL_OUT_FLOOR (checked in mel_tables)
     np.maximum(log10, log10.max() - np.float32(audio_spec.DYNAMIC_RANGE_LOG10), out=log10)
     log10 += np.float32(4.0)
     log10 *= np.float32(0.25)

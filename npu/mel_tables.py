@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ class MelConfigError(RuntimeError):
     """The kernel header is missing, malformed, or disagrees with ``npu/audio_spec.py``."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_config(path: Path = CONFIG_HEADER) -> dict[str, int | tuple[int, ...]]:
     """Parse the header's ``#define MEL_X value`` lines and check them against ``audio_spec``."""
     if not path.is_file():
@@ -59,6 +59,10 @@ def _check_against_audio_spec(config: dict) -> None:
             raise MelConfigError(f"MEL_{name} is {config.get(name)} in the header, expected {value}")
     if int(np.prod(config["RADICES"])) != config["HALF_FFT"]:
         raise MelConfigError(f"MEL_RADICES {config['RADICES']} do not multiply to MEL_HALF_FFT")
+    lowest = (config["OUT_FLOOR"] / 2 ** config["OUT_FRAC_BITS"]
+              - 2 * config["HOST_MIN_GAIN_LOG2"] * np.log10(2))
+    if lowest >= np.log10(audio_spec.LOG_FLOOR):
+        raise MelConfigError("MEL_OUT_FLOOR does not map below Whisper's 1e-10 floor")
     for name in ("FRAMES_PER_CALL_BATCH", "FRAMES_PER_CALL_FRAME"):
         if config[name] % config["FRAMES_PER_OBJECT"]:
             raise MelConfigError(f"MEL_{name} is not a multiple of MEL_FRAMES_PER_OBJECT")

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -289,7 +290,7 @@ class NPUMelProcessorBatch:
                 self._closed = True
                 self._release()
 
-    def __enter__(self) -> NPUMelProcessorBatch:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

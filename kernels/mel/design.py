@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from npu import mel_tables  # noqa: E402
+from npu import mel_tables
 
 _CONFIG_NAME = re.compile(r"^mel_n(\d+)_f(\d+)$")
 _STATIC_SYMBOL_TYPES = set("bBdDrR")

@@ -44,7 +44,7 @@ def reset() -> None:
     STATS.update(devices=0, contexts=0, bos=0, runs=0, waits=0)
 
 
-class ert_cmd_state(enum.Enum):  # noqa: N801 - pyxrt's name
+class ert_cmd_state(enum.Enum):
     ERT_CMD_STATE_NEW = 1
     ERT_CMD_STATE_QUEUED = 2
     ERT_CMD_STATE_COMPLETED = 4
@@ -53,12 +53,12 @@ class ert_cmd_state(enum.Enum):  # noqa: N801 - pyxrt's name
     ERT_CMD_STATE_TIMEOUT = 8
 
 
-class xclBOSyncDirection(enum.Enum):  # noqa: N801 - pyxrt's name
+class xclBOSyncDirection(enum.Enum):
     XCL_BO_SYNC_BO_TO_DEVICE = 0
     XCL_BO_SYNC_BO_FROM_DEVICE = 1
 
 
-class device:  # noqa: N801 - pyxrt's name
+class device:
     def __init__(self, index: int) -> None:
         if type(index) is not int:
             raise TypeError(f"device index must be int, got {type(index).__name__}")
@@ -73,7 +73,7 @@ class device:  # noqa: N801 - pyxrt's name
         self.registered[xb.get_uuid()] = xb
 
 
-class xclbin:  # noqa: N801 - pyxrt's name
+class xclbin:
     def __init__(self, path: str) -> None:
         if not isinstance(path, str):
             raise TypeError("xclbin path must be str")
@@ -89,7 +89,7 @@ class xclbin:  # noqa: N801 - pyxrt's name
         return self.meta["uuid"]
 
 
-class hw_context:  # noqa: N801 - pyxrt's name
+class hw_context:
     def __init__(self, dev: device, xclbin_uuid: str) -> None:
         if xclbin_uuid not in dev.registered:
             raise RuntimeError("hw_context: xclbin not registered on this device")
@@ -97,7 +97,7 @@ class hw_context:  # noqa: N801 - pyxrt's name
         self.device, self.xclbin = dev, dev.registered[xclbin_uuid]
 
 
-class bo:  # noqa: N801 - pyxrt's name
+class bo:
     normal, cacheable, host_only = "normal", "cacheable", "host_only"
 
     def __init__(self, dev: device, size: int, flags: str, group: int) -> None:
@@ -136,7 +136,7 @@ class bo:  # noqa: N801 - pyxrt's name
         return self.host[offset:offset + size].view(np.int8).copy()
 
 
-class run:  # noqa: N801 - pyxrt's name
+class run:
     def __init__(self, state: ert_cmd_state) -> None:
         self._state = state
 
@@ -147,7 +147,7 @@ class run:  # noqa: N801 - pyxrt's name
         return self._state
 
 
-class kernel:  # noqa: N801 - pyxrt's name
+class kernel:
     def __init__(self, context: hw_context, name: str) -> None:
         if not isinstance(context, hw_context):
             raise TypeError("kernel(hw_context, name)")
