@@ -11,9 +11,9 @@ PORT ?= 8000
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): pyproject.toml | $(PY)
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("bench_mel", "doctor", "kernels")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,311 @@
+"""``UnifiedNPURuntime``: one per process; log-mel features from the best working back-end.
+
+Tiers are tried in order ``npu-batch`` -> ``npu-frame`` -> ``cpu``, at start-up and again when a
+call fails: the failed call is retried on the next tier, so the caller still gets correct
+features. Every skipped or abandoned tier counts one fallback under its reason (the fixed set in
+:class:`npu.backend.FallbackReason`); each reason is logged as a warning the first time it occurs
+and at debug level afterwards, never once per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from npu import ops
+from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from npu.backend import (
+    FallbackReason,
+    MelBackend,
+    MelBackendConfig,
+    MelBackendError,
+    MelBackendFactory,
+)
+from npu.cpu_mel import CpuMelBackend, check_n_mels, validate_audio
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels" / "build"
+NPU_BATCH = "npu-batch"
+NPU_FRAME = "npu-frame"
+CPU = "cpu"
+
+
+def _open_npu_batch(config: MelBackendConfig) -> MelBackend:
+    return _npu_mel_module().open_npu_batch(config)
+
+
+def _open_npu_frame(config: MelBackendConfig) -> MelBackend:
+    return _npu_mel_module().open_npu_frame(config)
+
+
+def _npu_mel_module():
+    """The NPU back-end module, imported only when an NPU tier is tried."""
+    try:
+        from npu import npu_mel
+    except ImportError as exc:
+        raise MelBackendError(FallbackReason.LOAD_FAILED, f"npu.npu_mel cannot be imported: {exc}")
+    return npu_mel
+
+
+def default_backend_factories() -> list[tuple[str, MelBackendFactory]]:
+    """The NPU tiers in order of preference (the CPU is always the last resort)."""
+    return [(NPU_BATCH, _open_npu_batch), (NPU_FRAME, _open_npu_frame)]
+
+
+@dataclass
+class _BackendMetrics:
+    calls: int = 0
+    frames: int = 0
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        x_realtime = self.audio_seconds / self.compute_seconds if self.compute_seconds > 0 else 0.0
+        return {
+            "calls": self.calls,
+            "frames": self.frames,
+            "audio_seconds": self.audio_seconds,
+            "compute_seconds": self.compute_seconds,
+            "x_realtime": x_realtime,
+        }
+
+
+class UnifiedNPURuntime:
+    """Whisper front-end and transformer ops with NPU -> CPU fallback, counted and thread-safe.
+
+    ``batch_size`` is the NPU batch tier's frames per kernel call (default: one 30 s chunk).
+    ``enable_mel=False`` uses the CPU front-end only and never touches the NPU.
+    ``backend_factories`` replaces the NPU tiers by an ordered list of ``(name, factory)``.
+    With ``fallback_to_cpu=False`` a failure that would leave the NPU raises
+    :class:`MelBackendError` naming the reason instead.
+    """
+
+    def __init__(
+        self,
+        device_id: int = 0,
+        enable_mel: bool = True,
+        enable_gelu: bool = True,
+        enable_attention: bool = True,
+        fallback_to_cpu: bool = True,
+        use_batch_processor: bool = True,
+        batch_size: int = N_FRAMES,
+        n_mels: int = 80,
+        kernel_dir: str | Path | None = None,
+        backend_factories: Sequence[tuple[str, MelBackendFactory]] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.device_id = device_id
+        self.enable_mel = enable_mel
+        self.enable_gelu = enable_gelu
+        self.enable_attention = enable_attention
+        self.fallback_to_cpu = fallback_to_cpu
+        self.use_batch_processor = use_batch_processor
+        self.batch_size = batch_size
+        self.n_mels = check_n_mels(n_mels)
+        self.kernel_dir = Path(kernel_dir) if kernel_dir is not None else DEFAULT_KERNEL_DIR
+        self._config = MelBackendConfig(
+            n_mels=n_mels, frames_per_call=batch_size, artifacts_dir=self.kernel_dir,
+            device_id=device_id,
+        )
+        tiers = list(default_backend_factories() if backend_factories is None else backend_factories)
+        if not use_batch_processor:
+            tiers = [(name, factory) for name, factory in tiers if name != NPU_BATCH]
+        self._tiers = tiers if enable_mel else []
+
+        self._state_lock = threading.Lock()
+        self._npu_call_lock = threading.Lock()
+        self._metrics: dict[str, _BackendMetrics] = {}
+        self._fallbacks = {reason.value: 0 for reason in FallbackReason}
+        self._logged_reasons: set[str] = set()
+        self._closed = False
+        self._active: MelBackend | None = None
+        self._active_tier = -1
+        self._reason = ""
+        self._cpu: CpuMelBackend | None = None
+        with self._state_lock:
+            self._resolve(first_tier=0, why_left=[] if enable_mel else ["enable_mel=False"])
+
+    # ---- back-end selection -------------------------------------------------------------------
+
+    def _resolve(
+        self, first_tier: int, why_left: list[str], last_error: MelBackendError | None = None
+    ) -> None:
+        """Open the first working tier from ``first_tier`` on; the CPU when none works.
+
+        Called with ``_state_lock`` held. ``why_left`` carries the story so far for the reason,
+        ``last_error`` the failure that started this resolution, if any.
+        """
+        for index in range(first_tier, len(self._tiers)):
+            name, factory = self._tiers[index]
+            try:
+                backend = factory(self._config)
+            except MelBackendError as exc:
+                last_error = exc
+            except Exception as exc:  # a factory bug must not take the service down
+                last_error = MelBackendError(FallbackReason.LOAD_FAILED, f"{type(exc).__name__}: {exc}")
+            else:
+                self._active, self._active_tier = backend, index
+                self._reason = "; ".join(why_left + [f"{name} opened"])
+                return
+            self._count_fallback(name, last_error)
+            why_left.append(f"{name} unavailable ({last_error.reason.value}: {last_error.detail})")
+        if last_error is not None and not self.fallback_to_cpu:
+            self._active, self._active_tier = None, len(self._tiers)
+            raise MelBackendError(last_error.reason, "; ".join(why_left) + "; fallback_to_cpu=False")
+        if self._cpu is None:
+            self._cpu = CpuMelBackend(self.n_mels)
+        self._active, self._active_tier = self._cpu, len(self._tiers)
+        self._reason = "; ".join(why_left + ["cpu front-end"]) if why_left else "cpu front-end"
+
+    def _count_fallback(self, tier: str, error: MelBackendError) -> None:
+        reason = error.reason.value
+        self._fallbacks[reason] += 1
+        level = logging.DEBUG if reason in self._logged_reasons else logging.WARNING
+        self._logged_reasons.add(reason)
+        logger.log(level, "mel back-end %s left (%s): %s", tier, reason, error.detail)
+
+    def _leave(self, backend: MelBackend, error: MelBackendError) -> None:
+        """A call on ``backend`` failed: count it, close it, re-resolve from the next tier."""
+        with self._state_lock:
+            if self._active is not backend:
+                return  # another thread already moved on
+            name = self._tiers[self._active_tier][0]
+            self._count_fallback(name, error)
+            _close_quietly(backend)
+            left = [f"{name} failed ({error.reason.value}: {error.detail})"]
+            self._resolve(first_tier=self._active_tier + 1, why_left=left, last_error=error)
+
+    # ---- public API ---------------------------------------------------------------------------
+
+    @property
+    def mel_backend_name(self) -> str:
+        with self._state_lock:
+            return self._active.name if self._active is not None else "none"
+
+    @property
+    def mel_backend_reason(self) -> str:
+        with self._state_lock:
+            return self._reason
+
+    def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        """Float32 ``[n_mels, n_frames]`` log-mel features, as ``whisperx.audio.log_mel_spectrogram``."""
+        samples = validate_audio(audio, padding)
+        while True:
+            with self._state_lock:
+                if self._closed:
+                    raise RuntimeError("UnifiedNPURuntime is closed")
+                backend = self._active
+                if backend is None:
+                    raise MelBackendError(FallbackReason.RUN_FAILED, "no mel back-end is open")
+            if backend is self._cpu:
+                return self._timed(backend, samples, padding)
+            if not np.isfinite(samples).all():
+                raise ValueError("audio must be finite: it contains NaN or inf")
+            with self._npu_call_lock:
+                if backend is not self._active:
+                    continue
+                try:
+                    return self._timed(backend, samples, padding)
+                except MelBackendError as exc:
+                    error = exc
+                except Exception as exc:
+                    error = MelBackendError(FallbackReason.RUN_FAILED, f"{type(exc).__name__}: {exc}")
+                self._leave(backend, error)
+
+    def _timed(self, backend: MelBackend, samples: np.ndarray, padding: int) -> np.ndarray:
+        started = time.perf_counter()
+        features = backend.log_mel(samples, padding)
+        elapsed = time.perf_counter() - started
+        _check_features(features, self.n_mels, (samples.size + padding) // HOP_LENGTH)
+        with self._state_lock:
+            metrics = self._metrics.setdefault(backend.name, _BackendMetrics())
+            metrics.calls += 1
+            metrics.frames += features.shape[1]
+            metrics.audio_seconds += samples.size / SAMPLE_RATE
+            metrics.compute_seconds += elapsed
+        return features
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        """Exact-erf GELU (CPU; ``enable_gelu`` reserves the NPU path for a later kernel)."""
+        return ops.gelu(x)
+
+    def attention(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scaled dot-product attention over ``[..., seq, dim]`` (CPU for now)."""
+        return ops.attention(q, k, v, mask)
+
+    def get_performance_metrics(self) -> dict:
+        with self._state_lock:
+            return {
+                "backends": {name: m.as_dict() for name, m in self._metrics.items()},
+                "fallbacks": dict(self._fallbacks),
+                "mel_backend": self._active.name if self._active is not None else "none",
+                "mel_backend_reason": self._reason,
+            }
+
+    def reset_metrics(self) -> None:
+        """Zero the per-back-end counters and the fallback counts; the chosen back-end stays."""
+        with self._state_lock:
+            self._metrics.clear()
+            self._fallbacks = {reason.value: 0 for reason in FallbackReason}
+
+    def print_performance_summary(self) -> None:
+        metrics = self.get_performance_metrics()
+        print(f"mel back-end: {metrics['mel_backend']} ({metrics['mel_backend_reason']})")
+        print(f"batch processor: {self.use_batch_processor} (batch_size={self.batch_size})")
+        print(f"{'back-end':<10} {'calls':>7} {'frames':>10} {'audio s':>10} {'compute s':>10} {'x realtime':>11}")
+        for name, m in metrics["backends"].items():
+            print(
+                f"{name:<10} {m['calls']:>7} {m['frames']:>10} {m['audio_seconds']:>10.2f} "
+                f"{m['compute_seconds']:>10.4f} {m['x_realtime']:>11.1f}"
+            )
+        fallbacks = {reason: n for reason, n in metrics["fallbacks"].items() if n}
+        print("fallbacks: " + (", ".join(f"{r}={n}" for r, n in fallbacks.items()) or "none"))
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            active, cpu = self._active, self._cpu
+            self._active = None
+        with self._npu_call_lock:
+            if active is not None and active is not cpu:
+                _close_quietly(active)
+        if cpu is not None:
+            cpu.close()
+
+    def __enter__(self) -> UnifiedNPURuntime:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _check_features(features: np.ndarray, n_mels: int, n_frames: int) -> None:
+    """Reject what a back-end must never return: wrong shape, non-finite or all-zero output."""
+    if not isinstance(features, np.ndarray) or features.shape != (n_mels, n_frames):
+        shape = getattr(features, "shape", type(features).__name__)
+        raise MelBackendError(FallbackReason.BAD_OUTPUT, f"shape {shape}, expected {(n_mels, n_frames)}")
+    if features.dtype != np.float32:
+        raise MelBackendError(FallbackReason.BAD_OUTPUT, f"dtype {features.dtype}, expected float32")
+    if not np.isfinite(features).all():
+        raise MelBackendError(FallbackReason.BAD_OUTPUT, "non-finite values")
+    if not features.any():
+        raise MelBackendError(FallbackReason.BAD_OUTPUT, "all zeros")
+
+
+def _close_quietly(backend: MelBackend) -> None:
+    try:
+        backend.close()
+    except Exception:
+        logger.exception("closing mel back-end %s failed", getattr(backend, "name", backend))
