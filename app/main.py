@@ -23,6 +23,7 @@ from app.engine import Engine
 from app.errors import NotReady, install_error_handlers
 from app.metrics import ServiceMetrics
 from app.settings import Settings
+from app.upload_limit import UploadLimit
 
 logger = logging.getLogger("amanuensis")
 
@@ -126,11 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Amanuensis",
         summary="Speech to text on WhisperX, OpenAI-compatible",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.service = ServiceState(settings)
+    app.state.endpoints = frozenset(route.path for route in router.routes)
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(_count_requests)
     return app
 
@@ -146,8 +148,14 @@ async def _count_requests(request: Request, call_next):
         status = response.status_code
         return response
     finally:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
+        endpoint = _endpoint(request)
         metrics.in_flight.dec()
         metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
         metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+
+def _endpoint(request: Request) -> str:
+    """The endpoint's path (the routes have no path parameters), or ``unmatched``: label values
+    stay a fixed set whatever URLs clients send."""
+    path = request.url.path
+    return path if path in request.app.state.endpoints else "unmatched"

@@ -17,7 +17,7 @@ import pytest
 from app.tiny_model import TinyModels, write_tiny_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVER_START_TIMEOUT_S = 300
+SERVER_START_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="session")
