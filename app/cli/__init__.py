@@ -13,7 +13,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("bench_mel", "doctor", "kernels")
+COMMAND_MODULES: tuple[str, ...] = (
+    "bench_mel", "doctor", "kernels", "serve", "transcribe", "tiny", "bench_serve"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
