@@ -83,15 +83,23 @@ def load(state: ServiceState) -> None:
               f"to the CPU) or cpu, or install the NPU driver and kernels.")
         return
     try:
-        engine = Engine.load(settings, state.runtime)
-        if settings.warmup:
-            engine.warm_up()
+        engine = Engine(settings, state.runtime)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail(state, "model_unavailable",
               f"the model {settings.model!r} could not be loaded: {type(error).__name__}: {error}. "
               f"Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory (`amanuensis "
               f"tiny-model DIR` writes a random-weights test model), or allow this host to "
               f"download it from huggingface.co.")
+        return
+    try:
+        if settings.warmup:
+            engine.warm_up()
+    except Exception as error:  # noqa: BLE001 - reported through /ready and the log
+        engine.close()
+        _fail(state, "model_unavailable",
+              f"the model {settings.model!r} loaded but failed its warm-up pass: "
+              f"{type(error).__name__}: {error}. Fix: check that AMANUENSIS_MODEL is a Whisper "
+              f"model and AMANUENSIS_COMPUTE_TYPE suits this CPU.")
         return
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine
@@ -115,6 +123,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         loader.join()
+        if state.engine is not None:
+            state.engine.close()
         if state.runtime is not None:
             state.runtime.close()
 

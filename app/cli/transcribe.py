@@ -37,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with create_runtime(settings) as runtime:
-        engine = Engine.load(settings, runtime)
+    with create_runtime(settings) as runtime, Engine(settings, runtime) as engine:
         for path in args.files:
             try:
                 started = time.perf_counter()

@@ -55,8 +55,9 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def engine(settings, runtime) -> Engine:
-    return Engine.load(settings, runtime)
+def engine(settings, runtime):
+    with Engine(settings, runtime) as loaded:
+        yield loaded
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,11 @@ def one_file_per_corpus() -> list:
 def test_model_receives_the_runtimes_features(settings, runtime, engine):
     audio = decode_audio(one_file_per_corpus()[0].open("rb"))
     shifted = ShiftedRuntime(runtime, shift=0.25)
-    engine_on_shifted = Engine.load(settings, shifted)
+    with Engine(settings, shifted) as engine_on_shifted:
+        check_features_reach_the_model(engine, engine_on_shifted, shifted, audio)
+
+
+def check_features_reach_the_model(engine, engine_on_shifted, shifted, audio):
     encoded: list[np.ndarray] = []
     model = engine_on_shifted.pipeline.model
     original_encode = model.encode
