@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Self
 
 import ctranslate2  # noqa: F401 - must load before torch, see the module docstring
 import numpy as np
@@ -41,7 +42,7 @@ from whisperx.asr import FasterWhisperPipeline, WhisperModel
 
 from app.errors import AlignmentUnavailable, InvalidRequest
 from app.settings import Settings
-from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
+from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +182,10 @@ class Engine:
         """Finish queued work and stop the model thread; idempotent."""
         self._worker.shutdown(wait=True)
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @staticmethod
@@ -312,7 +313,7 @@ class Engine:
                     model_dir=str(self.settings.model_cache_dir)
                     if self.settings.model_cache_dir else None,
                 )
-            except Exception as error:  # noqa: BLE001 - any load failure means "unavailable"
+            except Exception as error:
                 raise AlignmentUnavailable(
                     f"word timestamps need a wav2vec2 alignment model for language "
                     f"{language!r} ({name or 'WhisperX default'}), which could not be "
@@ -351,7 +352,7 @@ def _scored_segments(segments: list[dict], scores: list[dict]) -> list[dict]:
     for index, (segment, score) in enumerate(zip(segments, scores)):
         out.append({
             "id": index,
-            "seek": int(round(segment["start"] * SAMPLE_RATE / 160)),
+            "seek": round(segment["start"] * SAMPLE_RATE / HOP_LENGTH),
             "start": float(segment["start"]),
             "end": float(segment["end"]),
             "text": segment["text"],

@@ -1,0 +1,65 @@
+"""``amanuensis tiny-model``, ``transcribe`` and ``bench serve``, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main
+from app.tiny_model import RANDOM_WEIGHTS_NOTICE
+from tests.app.service_helpers import clip, soundfile_duration
+from tests.conftest import REPO_ROOT
+
+
+def test_tiny_model_writes_a_labelled_model(tmp_path, capsys):
+    assert main(["tiny-model", str(tmp_path / "tiny")]) == 0
+    out = capsys.readouterr().out
+    assert RANDOM_WEIGHTS_NOTICE in out
+    assert f"AMANUENSIS_MODEL={(tmp_path / 'tiny' / 'whisper').resolve()}" in out
+    for name in ("whisper/model.bin", "whisper/tokenizer.json", "whisper/preprocessor_config.json",
+                 "aligner/config.json", "aligner/vocab.json",
+                 "nltk_data/tokenizers/punkt_tab/english/collocations.tab"):
+        assert (tmp_path / "tiny" / name).is_file(), name
+
+
+@pytest.fixture
+def tiny_settings(tiny_env, monkeypatch):
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_transcribe_writes_srt_and_json(tiny_settings, tmp_path, capsys):
+    jfk = clip("jfk")
+    assert main(["transcribe", str(jfk), "--format", "json", "--output", str(tmp_path)]) == 0
+    body = json.loads((tmp_path / "jfk.json").read_text())
+    assert body["duration"] == pytest.approx(soundfile_duration(jfk), abs=1e-3)
+    assert body["segments"] and body["text"]
+    assert main(["transcribe", str(jfk), "--format", "srt", "--output", str(tmp_path)]) == 0
+    cues = re.findall(r"(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)",
+                      (tmp_path / "jfk.srt").read_text())
+    assert len(cues) == len(body["segments"])
+    assert f"{jfk.name}: 100%" in capsys.readouterr().err  # the progress bar
+
+
+def test_transcribe_reports_a_missing_file(tiny_settings, tmp_path, capsys):
+    assert main(["transcribe", str(tmp_path / "absent.wav"), "--format", "txt"]) == 1
+    assert "absent.wav" in capsys.readouterr().err
+
+
+def test_bench_serve_prints_a_json_last_line(tiny_env):
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+         "bench", "serve", "--seconds", "10", "--repeats", "1", "--settle", "0.1"],
+        check=False, cwd=REPO_ROOT, env={**tiny_env, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["audio_seconds"] == 10.0
+    assert last["overhead_ratio"] == pytest.approx(last["service_seconds"] / last["direct_seconds"],
+                                                   rel=1e-2)
+    assert last["service_x_realtime"] == pytest.approx(10.0 / last["service_seconds"], rel=1e-2)
+    assert last["mel_backend"] == "cpu"
