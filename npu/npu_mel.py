@@ -186,10 +186,10 @@ class NPUMelProcessorBatch:
             raise MelBackendError(FallbackReason.LOAD_FAILED,
                                   f"XRT open of {self.xclbin_path.name}: {error}") from error
         self._xrt, self._context = xrt, context
-        self._in_samples = np.zeros(mel_host.call_samples(self.frames_per_call), dtype=np.int16)
+        self._buffers = mel_host.CallBuffers.for_frames(self.frames_per_call)
         self._out_bytes = self.frames_per_call * self.n_mels * 2
         try:
-            self._bo_in = xrt.bo(device, self._in_samples.nbytes, xrt.bo.host_only,
+            self._bo_in = xrt.bo(device, self._buffers.samples.nbytes, xrt.bo.host_only,
                                  context.kernel.group_id(3))
             self._bo_out = xrt.bo(device, self._out_bytes, xrt.bo.host_only,
                                   context.kernel.group_id(4))
@@ -232,7 +232,7 @@ class NPUMelProcessorBatch:
             kernel_before = self._metrics.kernel_seconds
             try:
                 features = mel_host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
-                                            self._run, self._in_samples)
+                                            self._run, self._buffers)
                 if not np.isfinite(features).all():
                     raise MelBackendError(FallbackReason.BAD_OUTPUT, "non-finite features")
             except MelBackendError as error:
