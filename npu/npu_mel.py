@@ -46,9 +46,14 @@ def import_pyxrt():
     return importlib.import_module("pyxrt")
 
 
+def device_dir() -> Path:
+    """``/dev/accel``, or the folder named by AMANUENSIS_NPU_DEVICE_DIR (a fake device)."""
+    return Path(os.environ.get(DEVICE_DIR_ENV, "/dev/accel"))
+
+
 def device_node(device_id: int) -> Path:
-    """``/dev/accel/accel<id>``; the folder can be moved with AMANUENSIS_NPU_DEVICE_DIR."""
-    return Path(os.environ.get(DEVICE_DIR_ENV, "/dev/accel")) / f"accel{device_id}"
+    """``<device_dir>/accel<id>``: the node the amdxdna driver creates for NPU ``id``."""
+    return device_dir() / f"accel{device_id}"
 
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
