@@ -58,7 +58,7 @@ def device_node(device_id: int) -> Path:
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
     """The xclbin and instruction stream ``make -C kernels`` builds for one configuration."""
-    stem = f"mel_n{n_mels}_f{frames_per_call}"
+    stem = mel_tables.artifact_stem(n_mels, frames_per_call)
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
 
 
