@@ -7,7 +7,7 @@ every processor using it); each processor allocates its buffers once and moves a
 (3000 frames = 30 s for ``npu-batch``, 30 frames for ``npu-frame``) per kernel run, with a
 timeout on every wait. Opening ends with one known-answer run checked against the golden model,
 so a kernel that hangs or answers wrongly is refused at start-up. A run that does not complete,
-or output that is all zero, wrong or not finite, raises :class:`MelBackendError`
+or output that is all zero or (at the probe) wrong, raises :class:`MelBackendError`
 (``run_failed`` / ``bad_output``) unless ``fallback_to_cpu``.
 
 The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel_host``; the
@@ -271,11 +271,11 @@ class NPUMelProcessorBatch:
                 return self._cpu(audio, padding, self.open_error)
             started = time.perf_counter()
             kernel_before = self._metrics.kernel_seconds
+            if not np.isfinite(audio).all():
+                raise ValueError("audio must be finite: it contains NaN or inf")
             try:
                 features = mel_host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
                                             self._run, self._buffers)
-                if not np.isfinite(features).all():
-                    raise MelBackendError(FallbackReason.BAD_OUTPUT, "non-finite features")
             except MelBackendError as error:
                 if not self.fallback_to_cpu:
                     raise

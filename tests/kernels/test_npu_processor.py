@@ -144,3 +144,10 @@ def test_bad_audio_is_a_clear_error(fake_npu):
             backend.log_mel(np.zeros((2, 16_000), np.float32))
         with pytest.raises(ValueError, match="floating"):
             backend.log_mel(np.zeros(16_000, np.int16))
+
+
+def test_non_finite_audio_is_a_clear_error_not_garbage(fake_npu):
+    audio = noisy_speechlike(1.0)
+    audio[100] = np.nan
+    with open_npu_batch(config(fake_npu)) as backend, pytest.raises(ValueError, match="finite"):
+        backend.log_mel(audio)
