@@ -17,11 +17,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
-import scipy.fft
-import scipy.sparse
 
 from npu.audio_spec import (
     DYNAMIC_RANGE_LOG10,
@@ -34,12 +34,13 @@ from npu.audio_spec import (
 )
 
 REFLECT_PAD = N_FFT // 2
-BLOCK_FRAMES = 256
-"""Frames per block: the windowed input and its spectrum (~1.6 MB together) stay in L2."""
-FFT_DTYPE = np.float64
-"""The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
-(normalised units) away from the exact value on loud speech, so a second float32 FFT with
-different rounding would add its own error on top; float64 keeps ours on the exact value."""
+BLOCK_FRAMES = 128
+"""Frames per block: the windowed input, its spectrum and the power (~1.2 MB) stay in L2."""
+CHUNK_BLOCKS = 4
+"""Blocks per unit of work a thread claims: small enough that a core slowed by other processes
+hands its share to the other, large enough that claiming costs nothing measurable."""
+CLAMP_ROWS = 8
+"""Mel rows per unit of work in the final clamp-and-scale pass."""
 
 
 def check_n_mels(n_mels: int) -> int:
@@ -96,11 +97,6 @@ def mel_filters(n_mels: int) -> np.ndarray:
     return filters
 
 
-@functools.lru_cache(maxsize=None)
-def _sparse_filters(n_mels: int) -> scipy.sparse.csr_array:
-    return scipy.sparse.csr_array(mel_filters(n_mels))
-
-
 @functools.lru_cache(maxsize=1)
 def _hann_window() -> np.ndarray:
     """Periodic Hann window of ``N_FFT`` samples (``torch.hann_window(400)``)."""
@@ -147,38 +143,97 @@ def _frame_view(padded: np.ndarray, n_frames: int) -> np.ndarray:
     )
 
 
-def _log_mel_frames(frames: np.ndarray, out: np.ndarray, n_mels: int) -> np.float32:
+@functools.lru_cache(maxsize=None)
+def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each filter's non-zero bins ``[starts[m], stops[m])`` and the filters in float64.
+
+    A Slaney triangle spans a few to ~15 of the 201 bins, so summing only over its band does
+    ~2% of the dense product's work.
+    """
+    filters = mel_filters(n_mels)
+    nonzero = filters != 0
+    starts = nonzero.argmax(axis=1)
+    stops = N_FREQ_BINS - nonzero[:, ::-1].argmax(axis=1)
+    return starts.astype(np.int64), stops.astype(np.int64), filters.astype(np.float64)
+
+
+@numba.njit(nogil=True, cache=True)
+def _window_frames(frames, window, windowed):  # pragma: no cover - compiled
+    """``windowed = frames * window``, the product rounded to float32 as torch does."""
+    for n in range(frames.shape[0]):
+        for j in range(frames.shape[1]):
+            windowed[n, j] = frames[n, j] * window[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _mel_power(spectrum, starts, stops, filters, floor, power_t, mel):  # pragma: no cover
+    """``mel = max(filters @ |spectrum|^2, floor)`` in float64, one frame per column.
+
+    The power is laid out bin-major so each filter's band is a few contiguous rows and the
+    inner loop runs over frames (vectorised).
+    """
+    n_frames = spectrum.shape[0]
+    for k in range(spectrum.shape[1]):
+        for n in range(n_frames):
+            re = spectrum[n, k].real
+            im = spectrum[n, k].imag
+            power_t[k, n] = re * re + im * im
+    for m in range(starts.shape[0]):
+        row = mel[m]
+        row[:] = 0.0
+        for k in range(starts[m], stops[m]):
+            weight = filters[m, k]
+            power_row = power_t[k]
+            for n in range(n_frames):
+                row[n] += weight * power_row[n]
+        for n in range(n_frames):
+            row[n] = max(row[n], floor)
+
+
+@numba.njit(nogil=True, cache=True)
+def _clamp_and_scale_rows(rows, floor):  # pragma: no cover - compiled
+    """In place: ``(max(x, floor) + 4) / 4`` (the division by 4 is exact as a multiply)."""
+    for m in range(rows.shape[0]):
+        row = rows[m]
+        for n in range(row.shape[0]):
+            row[n] = (max(row[n], floor) + np.float32(4.0)) * np.float32(0.25)
+
+
+class _BlockScratch:
+    """One thread's buffers for a block of frames (reused across its blocks and chunks)."""
+
+    def __init__(self, n_mels: int) -> None:
+        self.windowed = np.empty((BLOCK_FRAMES, N_FFT), dtype=np.float64)
+        self.spectrum = np.empty((BLOCK_FRAMES, N_FREQ_BINS), dtype=np.complex128)
+        self.power = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float64)
+        self.mel = np.empty(n_mels * BLOCK_FRAMES, dtype=np.float64)
+
+
+def _log_mel_frames(frames: np.ndarray, out: np.ndarray, scratch: _BlockScratch) -> np.float32:
     """Write ``log10(max(mel, 1e-10))`` of ``frames`` into ``out`` block by block.
 
     ``out`` is ``[n_mels, len(frames)]`` (a column slice of the result). Returns its maximum.
+    The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
+    (normalised units) away from the exact value on loud speech, so a second float32 FFT with
+    different rounding would add its own error on top; float64 keeps ours on the exact value.
     """
+    starts, stops, filters = _filter_bands(out.shape[0])
     window = _hann_window()
-    filters = _sparse_filters(n_mels)
-    windowed = np.empty((min(BLOCK_FRAMES, len(frames)), N_FFT), dtype=FFT_DTYPE)
-    power_t = np.empty((N_FREQ_BINS, windowed.shape[0]), dtype=np.float32)
     peak = np.float32(-np.inf)
     for start in range(0, len(frames), BLOCK_FRAMES):
         stop = min(start + BLOCK_FRAMES, len(frames))
         count = stop - start
-        block = windowed[:count]
-        np.multiply(frames[start:stop], window, out=block)
-        spectrum = scipy.fft.rfft(block, axis=1, overwrite_x=True).view(FFT_DTYPE)
-        np.square(spectrum, out=spectrum)
-        power = power_t if count == power_t.shape[1] else np.empty((N_FREQ_BINS, count), np.float32)
-        np.add(spectrum[:, 0::2].T, spectrum[:, 1::2].T, out=power)
-        mel = filters @ power
-        np.maximum(mel, LOG_FLOOR, out=mel)
-        np.log10(mel, out=mel)
-        out[:, start:stop] = mel
-        peak = max(peak, mel.max())
+        windowed = scratch.windowed[:count]
+        spectrum = scratch.spectrum[:count]
+        _window_frames(frames[start:stop], window, windowed)
+        np.fft.rfft(windowed, axis=1, out=spectrum)
+        mel = scratch.mel[: out.shape[0] * count].reshape(out.shape[0], count)
+        power_t = scratch.power[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
+        _mel_power(spectrum, starts, stops, filters, LOG_FLOOR, power_t, mel)
+        block_out = out[:, start:stop]
+        np.log10(mel, out=block_out)
+        peak = max(peak, block_out.max())
     return peak
-
-
-def _clamp_and_scale(rows: np.ndarray, floor: np.float32) -> None:
-    """In place: ``(max(x, floor) + 4) / 4`` (the division by 4 is exact as a multiply)."""
-    np.maximum(rows, floor, out=rows)
-    rows += np.float32(4.0)
-    rows *= np.float32(0.25)
 
 
 def _clamp_floor(peak: np.float32) -> np.float32:
@@ -198,10 +253,14 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     samples = validate_audio(audio, padding)
     n_frames = (samples.size + padding) // HOP_LENGTH
     frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
-    out = np.empty((n_mels, len(frames)), dtype=np.float32)
-    floor = _clamp_floor(_log_mel_frames(frames, out, n_mels))
-    _clamp_and_scale(out, floor)
+    out = np.empty((n_mels, n_frames), dtype=np.float32)
+    floor = _clamp_floor(_log_mel_frames(frames, out, _BlockScratch(n_mels)))
+    _clamp_and_scale_rows(out, floor)
     return out
+
+
+def _ranges(length: int, step: int) -> list[tuple[int, int]]:
+    return [(a, min(a + step, length)) for a in range(0, length, step)]
 
 
 def default_worker_count() -> int:
@@ -211,9 +270,9 @@ def default_worker_count() -> int:
 class CpuMelBackend:
     """The CPU mel back-end: the blocks of one call run on ``workers`` cores at once.
 
-    The calling thread works on the first share itself and a persistent pool of
-    ``workers - 1`` threads takes the rest, so concurrent callers share the pool without any
-    global lock. ``close()`` stops the pool.
+    The calling thread and a persistent pool of ``workers - 1`` threads claim chunks of frames
+    until none are left, so concurrent callers share the pool without any global lock.
+    ``close()`` stops the pool.
     """
 
     name = "cpu"
@@ -236,28 +295,53 @@ class CpuMelBackend:
         n_frames = (samples.size + padding) // HOP_LENGTH
         frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
         out = np.empty((self.n_mels, n_frames), dtype=np.float32)
-        frame_cuts = self._cuts(n_frames, BLOCK_FRAMES)
-        peaks = self._run_parts(
-            lambda a, b: _log_mel_frames(frames[a:b], out[:, a:b], self.n_mels), frame_cuts
+        peaks = self._share(
+            _ranges(n_frames, BLOCK_FRAMES * CHUNK_BLOCKS),
+            lambda scratch, a, b: _log_mel_frames(frames[a:b], out[:, a:b], scratch),
+            functools.partial(_BlockScratch, self.n_mels),
         )
         floor = _clamp_floor(max(peaks))
-        self._run_parts(lambda a, b: _clamp_and_scale(out[a:b], floor), self._cuts(self.n_mels, 1))
+        self._share(
+            _ranges(self.n_mels, CLAMP_ROWS),
+            lambda _, a, b: _clamp_and_scale_rows(out[a:b], floor),
+            lambda: None,
+        )
         return out
 
-    def _cuts(self, length: int, unit: int) -> list[tuple[int, int]]:
-        """Split ``range(length)`` into at most ``workers`` ranges, in multiples of ``unit``."""
-        units = -(-length // unit)
-        parts = max(1, min(self.workers, units))
-        bounds = [min(length, (units * i // parts) * unit) for i in range(parts + 1)]
-        return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    def _share(self, ranges: list[tuple[int, int]], work, make_scratch) -> list:
+        """``[work(scratch, a, b) for a, b in ranges]``, the ranges claimed one at a time by
+        the calling thread and up to ``workers - 1`` pool threads, each with its own scratch.
 
-    def _run_parts(self, work, cuts: list[tuple[int, int]]) -> list:
+        Claiming (rather than a fixed split) lets a core that other processes slow down hand
+        its share to the other, and lets concurrent callers run when the pool is busy.
+        """
+        results = [None] * len(ranges)
+        claims = iter(range(len(ranges)))
+        claim_lock = threading.Lock()
+
+        def run() -> None:
+            scratch = None
+            while True:
+                with claim_lock:
+                    index = next(claims, None)
+                if index is None:
+                    return
+                if scratch is None:
+                    scratch = make_scratch()
+                results[index] = work(scratch, *ranges[index])
+
         with self._lock:
             if self._closed:
                 raise RuntimeError("CpuMelBackend is closed")
-            futures = [self._pool.submit(work, a, b) for a, b in cuts[1:]] if self._pool else []
-        first = work(*cuts[0])
-        return [first] + [future.result() for future in futures]
+            helpers = min(self.workers, len(ranges)) - 1
+            futures = [self._pool.submit(run) for _ in range(helpers)] if self._pool else []
+        try:
+            run()
+        finally:
+            concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()
+        return results
 
     def close(self) -> None:
         with self._lock:
