@@ -123,26 +123,6 @@ def validate_audio(audio: np.ndarray, padding: int) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-def _reflect_padded(samples: np.ndarray, padding: int) -> np.ndarray:
-    """``np.pad(concat(samples, zeros(padding)), 200, 'reflect')`` in one allocation."""
-    n = samples.size + padding
-    p = REFLECT_PAD
-    buf = np.empty(n + 2 * p, dtype=np.float32)
-    buf[p : p + samples.size] = samples
-    buf[p + samples.size : p + n] = 0.0
-    buf[:p] = buf[2 * p : p : -1]
-    buf[p + n :] = buf[p + n - 2 : n - 2 : -1]
-    return buf
-
-
-def _frame_view(padded: np.ndarray, n_frames: int) -> np.ndarray:
-    """Read-only ``[n_frames, 400]`` view of overlapping frames, hop 160, without copying."""
-    step = padded.strides[0]
-    return np.lib.stride_tricks.as_strided(
-        padded, shape=(n_frames, N_FFT), strides=(HOP_LENGTH * step, step), writeable=False
-    )
-
-
 @functools.lru_cache(maxsize=None)
 def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each filter's non-zero bins ``[starts[m], stops[m])`` and the filters in float64.
@@ -158,16 +138,37 @@ def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _window_frames(frames, window, windowed):  # pragma: no cover - compiled
-    """``windowed = frames * window``, the product rounded to float32 as torch does."""
-    for n in range(frames.shape[0]):
-        for j in range(frames.shape[1]):
-            windowed[n, j] = frames[n, j] * window[j]
+def _padded_sample(samples, total, i):  # pragma: no cover - compiled
+    """Sample ``i`` of ``concat(samples, zeros)`` (``total`` long) reflect-padded by 200
+    (``i`` counts from the first real sample); ``total > 200`` so one reflection suffices."""
+    if i < 0:
+        i = -i
+    elif i >= total:
+        i = 2 * (total - 1) - i
+    return samples[i] if i < samples.shape[0] else np.float32(0.0)
 
 
 @numba.njit(nogil=True, cache=True)
-def _mel_power(spectrum, starts, stops, filters, floor, power_t, mel):  # pragma: no cover
-    """``mel = max(filters @ |spectrum|^2, floor)`` in float64, one frame per column.
+def _window_frames(samples, total, first_frame, window, windowed):  # pragma: no cover
+    """``windowed[n] = window * frame(first_frame + n)``, the product rounded to float32 as
+    torch does, read straight from ``samples``: no padded copy of the audio is made."""
+    n_samples = samples.shape[0]
+    for n in range(windowed.shape[0]):
+        base = (first_frame + n) * HOP_LENGTH - REFLECT_PAD
+        if base >= 0 and base + N_FFT <= n_samples:
+            for j in range(N_FFT):
+                windowed[n, j] = samples[base + j] * window[j]
+        elif base >= n_samples and base + N_FFT <= total:
+            windowed[n, :] = 0.0
+        else:
+            for j in range(N_FFT):
+                windowed[n, j] = _padded_sample(samples, total, base + j) * window[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # pragma: no cover
+    """``mel = max(filters @ |spectrum|^2, floor)``, one frame per column, summed in float64
+    and rounded to float32 (the type WhisperX takes the log of).
 
     The power is laid out bin-major so each filter's band is a few contiguous rows and the
     inner loop runs over frames (vectorised).
@@ -179,15 +180,14 @@ def _mel_power(spectrum, starts, stops, filters, floor, power_t, mel):  # pragma
             im = spectrum[n, k].imag
             power_t[k, n] = re * re + im * im
     for m in range(starts.shape[0]):
-        row = mel[m]
-        row[:] = 0.0
+        acc[:] = 0.0
         for k in range(starts[m], stops[m]):
             weight = filters[m, k]
             power_row = power_t[k]
             for n in range(n_frames):
-                row[n] += weight * power_row[n]
+                acc[n] += weight * power_row[n]
         for n in range(n_frames):
-            row[n] = max(row[n], floor)
+            mel[m, n] = max(acc[n], floor)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -206,31 +206,35 @@ class _BlockScratch:
         self.windowed = np.empty((BLOCK_FRAMES, N_FFT), dtype=np.float64)
         self.spectrum = np.empty((BLOCK_FRAMES, N_FREQ_BINS), dtype=np.complex128)
         self.power = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float64)
-        self.mel = np.empty(n_mels * BLOCK_FRAMES, dtype=np.float64)
+        self.acc = np.empty(BLOCK_FRAMES, dtype=np.float64)
+        self.mel = np.empty(n_mels * BLOCK_FRAMES, dtype=np.float32)
 
 
-def _log_mel_frames(frames: np.ndarray, out: np.ndarray, scratch: _BlockScratch) -> np.float32:
-    """Write ``log10(max(mel, 1e-10))`` of ``frames`` into ``out`` block by block.
+def _log_mel_frames(
+    samples: np.ndarray, total: int, first_frame: int, out: np.ndarray, scratch: _BlockScratch
+) -> np.float32:
+    """Write ``log10(max(mel, 1e-10))`` of frames ``first_frame...`` into ``out`` block by block.
 
-    ``out`` is ``[n_mels, len(frames)]`` (a column slice of the result). Returns its maximum.
+    ``samples`` are the audio before padding, ``total`` its length with the padding zeros, and
+    ``out`` is ``[n_mels, n]`` (a column slice of the result). Returns the maximum of ``out``.
     The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
     (normalised units) away from the exact value on loud speech, so a second float32 FFT with
     different rounding would add its own error on top; float64 keeps ours on the exact value.
     """
-    starts, stops, filters = _filter_bands(out.shape[0])
+    n_mels, n_frames = out.shape
+    starts, stops, filters = _filter_bands(n_mels)
     window = _hann_window()
     peak = np.float32(-np.inf)
-    for start in range(0, len(frames), BLOCK_FRAMES):
-        stop = min(start + BLOCK_FRAMES, len(frames))
-        count = stop - start
+    for start in range(0, n_frames, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, n_frames - start)
         windowed = scratch.windowed[:count]
         spectrum = scratch.spectrum[:count]
-        _window_frames(frames[start:stop], window, windowed)
+        _window_frames(samples, total, first_frame + start, window, windowed)
         np.fft.rfft(windowed, axis=1, out=spectrum)
-        mel = scratch.mel[: out.shape[0] * count].reshape(out.shape[0], count)
         power_t = scratch.power[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-        _mel_power(spectrum, starts, stops, filters, LOG_FLOOR, power_t, mel)
-        block_out = out[:, start:stop]
+        mel = scratch.mel[: n_mels * count].reshape(n_mels, count)
+        _mel_power(spectrum, starts, stops, filters, LOG_FLOOR, power_t, scratch.acc[:count], mel)
+        block_out = out[:, start : start + count]
         np.log10(mel, out=block_out)
         peak = max(peak, block_out.max())
     return peak
@@ -252,9 +256,9 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     check_n_mels(n_mels)
     samples = validate_audio(audio, padding)
     n_frames = (samples.size + padding) // HOP_LENGTH
-    frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
     out = np.empty((n_mels, n_frames), dtype=np.float32)
-    floor = _clamp_floor(_log_mel_frames(frames, out, _BlockScratch(n_mels)))
+    total = samples.size + int(padding)
+    floor = _clamp_floor(_log_mel_frames(samples, total, 0, out, _BlockScratch(n_mels)))
     _clamp_and_scale_rows(out, floor)
     return out
 
@@ -293,11 +297,11 @@ class CpuMelBackend:
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         samples = validate_audio(audio, padding)
         n_frames = (samples.size + padding) // HOP_LENGTH
-        frames = _frame_view(_reflect_padded(samples, int(padding)), n_frames)
+        total = samples.size + int(padding)
         out = np.empty((self.n_mels, n_frames), dtype=np.float32)
         peaks = self._share(
             _ranges(n_frames, BLOCK_FRAMES * CHUNK_BLOCKS),
-            lambda scratch, a, b: _log_mel_frames(frames[a:b], out[:, a:b], scratch),
+            lambda scratch, a, b: _log_mel_frames(samples, total, a, out[:, a:b], scratch),
             functools.partial(_BlockScratch, self.n_mels),
         )
         floor = _clamp_floor(max(peaks))
