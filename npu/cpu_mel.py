@@ -168,7 +168,7 @@ def _window_frames(samples, total, first_frame, window, windowed):  # pragma: no
 
 @numba.njit(nogil=True, cache=True)
 def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # pragma: no cover
-    """``mel = max(filters @ |spectrum|^2, floor)``, one frame per column, summed in float64
+    """``mel = maximum(filters @ |spectrum|^2, floor)``, one frame per column, summed in float64
     and rounded to float32 (the type WhisperX takes the log of).
 
     The power is laid out bin-major so each filter's band is a few contiguous rows and the
@@ -188,7 +188,7 @@ def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # p
             for n in range(n_frames):
                 acc[n] += weight * power_row[n]
         for n in range(n_frames):
-            mel[m, n] = max(acc[n], floor)
+            mel[m, n] = floor if acc[n] < floor else acc[n]  # NaN stays NaN: bad input shows
 
 
 @numba.njit(nogil=True, cache=True)
@@ -217,7 +217,8 @@ def _log_mel_frames(
     """Write ``log10(max(mel, 1e-10))`` of frames ``first_frame...`` into ``out`` block by block.
 
     ``samples`` are the audio before padding, ``total`` its length with the padding zeros, and
-    ``out`` is ``[n_mels, n]`` (a column slice of the result). Returns the maximum of ``out``.
+    ``out`` is ``[n_mels, n]`` (a column slice of the result). Returns the maximum of ``out``
+    (NaN if any value is NaN).
     The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
     (normalised units) away from the exact value on loud speech, so a second float32 FFT with
     different rounding would add its own error on top; float64 keeps ours on the exact value.
@@ -237,7 +238,7 @@ def _log_mel_frames(
         _mel_power(spectrum, starts, stops, filters, LOG_FLOOR, power_t, scratch.acc[:count], mel)
         block_out = out[:, start : start + count]
         np.log10(mel, out=block_out)
-        peak = max(peak, block_out.max())
+        peak = np.maximum(peak, block_out.max())
     return peak
 
 
@@ -305,7 +306,7 @@ class CpuMelBackend:
             lambda scratch, a, b: _log_mel_frames(samples, total, a, out[:, a:b], scratch),
             functools.partial(_BlockScratch, self.n_mels),
         )
-        floor = _clamp_floor(max(peaks))
+        floor = _clamp_floor(np.max(peaks))
         self._share(
             _ranges(self.n_mels, CLAMP_ROWS),
             lambda _, a, b: _clamp_and_scale_rows(out[a:b], floor),
