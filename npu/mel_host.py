@@ -2,21 +2,45 @@
 
 Before a call: append ``padding`` zeros, reflect-pad by N_FFT/2 (``torch.stft(center=True)``),
 pick a power-of-two gain for the call's samples (quiet audio is shifted up before quantising, and
-the shift is undone exactly in the log domain), quantise to int16. After all calls: undo the
+the shift is undone exactly in the log domain), quantise to int16. After each call: undo the
 gain, apply Whisper's 1e-10 floor, the global max-8 clamp and (x+4)/4. The kernel itself (or its
-golden model) sits between :func:`quantise_call` and :func:`normalise`.
+golden model) sits between :func:`quantise_call` and :class:`FeatureWriter`.
+
+This is the CPU work the NPU path cannot hand to the device, so it is written to touch each
+sample as few times as possible: the padded signal is never built (its reflected edges and zero
+padding are views and counts), each call's samples are scaled into a reused float32 scratch and
+rounded straight into the int16 input buffer, and each call's output is scaled, offset and
+transposed into the features in two passes, with one clamping pass at the end.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from npu import audio_spec, mel_tables
 
-_LOG10_2 = np.float32(np.log10(2.0))
-_LOG_FLOOR = np.float32(np.log10(audio_spec.LOG_FLOOR))
+_HALF = audio_spec.N_FFT // 2
+_LOG10_2 = math.log10(2.0)
+_LOG_FLOOR = math.log10(audio_spec.LOG_FLOOR)
+_INT16_ROUNDS_BELOW = 32767.5  # float32 values at or above this round past int16's maximum
+
+
+@dataclass(frozen=True)
+class _HostConstants:
+    min_gain: int
+    max_gain: int
+    out_scale: float  # kernel output unit in log10
+
+
+@cache
+def _constants() -> _HostConstants:
+    config = mel_tables.read_config()
+    return _HostConstants(config["HOST_MIN_GAIN_LOG2"], config["HOST_MAX_GAIN_LOG2"],
+                          2.0 ** -config["OUT_FRAC_BITS"])
 
 
 @dataclass(frozen=True)
@@ -31,9 +55,60 @@ class CallPlan:
         return -(-self.n_frames // self.frames_per_call)
 
 
-def padded_signal(audio: np.ndarray, padding: int = 0) -> tuple[np.ndarray, int]:
-    """Float32 signal reflect-padded as ``torch.stft(center=True)`` does, and Whisper's frame
-    count (the STFT's last frame dropped)."""
+class PaddedSignal:
+    """The float32 signal ``torch.stft(center=True)`` sees - audio, ``padding`` zeros, reflected
+    by N_FFT/2 at both ends - held as pieces (views of the audio, reversed views for the edges,
+    counts of zeros) so that it is never copied."""
+
+    def __init__(self, audio: np.ndarray, padding: int) -> None:
+        self.size = audio.size + padding + 2 * _HALF
+        total = audio.size + padding
+        pieces = (_x_range(audio, 1, _HALF + 1, reverse=True)
+                  + _x_range(audio, 0, total, reverse=False)
+                  + _x_range(audio, total - _HALF - 1, total - 1, reverse=True))
+        self._pieces: list[tuple[int, np.ndarray | int]] = []
+        offset = 0
+        for piece in pieces:
+            length = piece if isinstance(piece, int) else piece.size
+            if length:
+                self._pieces.append((offset, piece))
+                offset += length
+        assert offset == self.size
+
+    def window(self, start: int, length: int) -> list[tuple[int, np.ndarray | int]]:
+        """Samples ``[start, start + length)`` as ``(offset in window, view | zero count)``;
+        zeros past the signal's end."""
+        parts: list[tuple[int, np.ndarray | int]] = []
+        stop = start + length
+        for offset, piece in self._pieces:
+            size = piece if isinstance(piece, int) else piece.size
+            lo, hi = max(start, offset), min(stop, offset + size)
+            if lo < hi:
+                part = hi - lo if isinstance(piece, int) else piece[lo - offset:hi - offset]
+                parts.append((lo - start, part))
+        tail = max(start, self.size)
+        if tail < stop:
+            parts.append((tail - start, stop - tail))
+        return parts
+
+
+def _x_range(audio: np.ndarray, lo: int, hi: int, reverse: bool) -> list[np.ndarray | int]:
+    """``x[lo:hi]`` of x = audio followed by zeros, as [view of audio, zero count], reversed
+    (order and view) if asked."""
+    n = audio.size
+    parts: list[np.ndarray | int] = []
+    if lo < n:
+        parts.append(audio[lo:min(hi, n)])
+    if hi > max(lo, n):
+        parts.append(hi - max(lo, n))
+    if reverse:
+        parts = [p[::-1] if isinstance(p, np.ndarray) else p for p in reversed(parts)]
+    return parts
+
+
+def padded_signal(audio: np.ndarray, padding: int = 0) -> tuple[PaddedSignal, int]:
+    """The reflect-padded signal (see :class:`PaddedSignal`) and Whisper's frame count (the
+    STFT's last frame dropped)."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"audio must be 1-D mono samples, got shape {audio.shape}")
@@ -41,14 +116,11 @@ def padded_signal(audio: np.ndarray, padding: int = 0) -> tuple[np.ndarray, int]
         raise ValueError(f"padding must be >= 0, got {padding}")
     if not np.issubdtype(audio.dtype, np.floating):
         raise ValueError(f"audio must be floating point in [-1, 1], got {audio.dtype}")
-    if padding:
-        audio = np.concatenate([audio, np.zeros(padding, dtype=audio.dtype)])
-    half = audio_spec.N_FFT // 2
-    if audio.size <= half:
-        raise ValueError(f"audio needs more than {half} samples for reflect padding, "
-                         f"got {audio.size}")
-    n_frames = audio.size // audio_spec.HOP_LENGTH
-    return np.pad(audio.astype(np.float32, copy=False), half, mode="reflect"), n_frames
+    total = audio.size + padding
+    if total <= _HALF:
+        raise ValueError(f"audio needs more than {_HALF} samples for reflect padding, got {total}")
+    signal = PaddedSignal(audio.astype(np.float32, copy=False), padding)
+    return signal, total // audio_spec.HOP_LENGTH
 
 
 def call_samples(n_frames: int) -> int:
@@ -56,53 +128,89 @@ def call_samples(n_frames: int) -> int:
     return (n_frames - 1) * audio_spec.HOP_LENGTH + audio_spec.N_FFT
 
 
-def quantise_call(signal: np.ndarray, first_frame: int, out: np.ndarray) -> int:
+def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray,
+                  scratch: np.ndarray | None = None) -> int:
     """Write the int16 samples for the call starting at ``first_frame`` into ``out`` (zero past
-    the signal's end) and return the gain exponent g used (samples were scaled by 2^g)."""
-    start = first_frame * audio_spec.HOP_LENGTH
-    piece = signal[start:start + out.size]
-    peak = max(float(piece.max()), -float(piece.min())) if piece.size else 0.0
+    the signal's end) and return the gain exponent g used (samples were scaled by 2^g).
+    ``scratch`` is a reusable float32 array at least as long as ``out``."""
+    parts = signal.window(first_frame * audio_spec.HOP_LENGTH, out.size)
+    views = [(offset, part) for offset, part in parts if not isinstance(part, int)]
+    peak = max((max(float(part.max()), -float(part.min())) for _, part in views), default=0.0)
     gain = 0
     if peak > 0:
-        config = mel_tables.read_config()
-        gain = int(np.clip(-np.frexp(peak)[1], config["HOST_MIN_GAIN_LOG2"],
-                           config["HOST_MAX_GAIN_LOG2"]))
-    scaled = piece * np.float32(2.0 ** (15 + gain))
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, -32768, 32767, out=scaled)
-    out[:piece.size] = scaled
-    out[piece.size:] = 0
+        limits = _constants()
+        gain = min(max(-math.frexp(peak)[1], limits.min_gain), limits.max_gain)
+    scale = np.float32(2.0 ** (15 + gain))
+    needs_clip = peak * float(scale) >= _INT16_ROUNDS_BELOW
+    if scratch is None:
+        scratch = np.empty(out.size, np.float32)
+    for offset, part in parts:
+        if isinstance(part, int):
+            out[offset:offset + part] = 0
+            continue
+        scaled = scratch[offset:offset + part.size]
+        np.multiply(part, scale, out=scaled)
+        if needs_clip:
+            np.clip(scaled, -32768, 32767, out=scaled)
+        np.rint(scaled, out=out[offset:offset + part.size], casting="unsafe")
     return gain
 
 
-def normalise(log_q: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """Kernel output int16 [n_frames, n_mels] (+ per-frame gain) -> Whisper's features
-    float32 [n_mels, n_frames]."""
-    config = mel_tables.read_config()
-    scale = np.float32(2.0 ** -config["OUT_FRAC_BITS"])
-    log10 = log_q.T.astype(np.float32) * scale
-    log10 -= (2 * _LOG10_2) * gains.astype(np.float32)[None, :]
-    np.maximum(log10, _LOG_FLOOR, out=log10)  # also maps MEL_OUT_FLOOR (checked in mel_tables)
-    np.maximum(log10, log10.max() - np.float32(audio_spec.DYNAMIC_RANGE_LOG10), out=log10)
-    log10 += np.float32(4.0)
-    log10 *= np.float32(0.25)
-    return log10
+class FeatureWriter:
+    """Kernel output, call by call, into Whisper's features float32 ``[n_mels, n_frames]``.
+
+    Per call the int16 log10 values (Q OUT_FRAC_BITS, samples scaled by 2^g) become
+    ``x/4 + 1 - g*log10(2)/2``, i.e. Whisper's ``(log10 + 4) / 4`` with the gain undone;
+    :meth:`finish` applies the 1e-10 floor and the chunk's max-8 clamp in that same scale
+    in one pass (the kernel's MEL_OUT_FLOOR lands below the floor: checked in mel_tables).
+    """
+
+    def __init__(self, n_mels: int, n_frames: int) -> None:
+        self.features = np.empty((n_mels, n_frames), dtype=np.float32)
+        self._peak_log10 = _LOG_FLOOR
+        self._scale = np.float32(_constants().out_scale / 4)
+
+    def add_call(self, first_frame: int, log_q: np.ndarray, gain: int) -> None:
+        """``log_q``: int16 ``[count, n_mels]`` for frames ``first_frame ...``."""
+        view = self.features[:, first_frame:first_frame + log_q.shape[0]]
+        np.multiply(log_q.T, self._scale, out=view)
+        view += np.float32(1.0 - gain * _LOG10_2 / 2)
+        peak = int(log_q.max()) * _constants().out_scale - 2 * gain * _LOG10_2
+        self._peak_log10 = max(self._peak_log10, peak)
+
+    def finish(self) -> np.ndarray:
+        lowest = max(_LOG_FLOOR, self._peak_log10 - audio_spec.DYNAMIC_RANGE_LOG10)
+        np.maximum(self.features, np.float32((lowest + 4.0) / 4.0), out=self.features)
+        return self.features
+
+
+@dataclass
+class CallBuffers:
+    """The reusable buffers of one call size: the int16 input the kernel reads and the float32
+    scratch it is quantised through."""
+
+    samples: np.ndarray
+    scratch: np.ndarray
+
+    @classmethod
+    def for_frames(cls, frames_per_call: int) -> CallBuffers:
+        size = call_samples(frames_per_call)
+        return cls(np.zeros(size, dtype=np.int16), np.zeros(size, dtype=np.float32))
 
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
-            kernel, buffer: np.ndarray | None = None) -> np.ndarray:
+            kernel, buffers: CallBuffers | None = None) -> np.ndarray:
     """The whole NPU path. ``kernel(samples_int16, n_frames) -> int16 [frames_per_call, n_mels]``
     stands for one device run (or the golden model / host library) and is given the call's
-    frame count; ``buffer`` is the reusable int16 input of one call."""
+    frame count; ``buffers`` are the reusable buffers of one call."""
     signal, n_frames = padded_signal(audio, padding)
     plan = CallPlan(n_frames, frames_per_call)
-    if buffer is None:
-        buffer = np.empty(call_samples(frames_per_call), dtype=np.int16)
-    log_q = np.empty((n_frames, n_mels), dtype=np.int16)
-    gains = np.empty(n_frames, dtype=np.int64)
+    if buffers is None:
+        buffers = CallBuffers.for_frames(frames_per_call)
+    writer = FeatureWriter(n_mels, n_frames)
     for call in range(plan.n_calls):
         first = call * frames_per_call
         count = min(frames_per_call, n_frames - first)
-        gains[first:first + count] = quantise_call(signal, first, buffer)
-        log_q[first:first + count] = kernel(buffer, count)[:count]
-    return normalise(log_q, gains)
+        gain = quantise_call(signal, first, buffers.samples, buffers.scratch)
+        writer.add_call(first, kernel(buffers.samples, count)[:count], gain)
+    return writer.finish()

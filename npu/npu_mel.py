@@ -5,8 +5,10 @@
 ``MelBackend``. Per process it opens the device once and each xclbin's context once (shared by
 every processor using it); each processor allocates its buffers once and moves a whole call
 (3000 frames = 30 s for ``npu-batch``, 30 frames for ``npu-frame``) per kernel run, with a
-timeout on every wait. A run that does not complete, or output that is all zero or not finite,
-raises :class:`MelBackendError` (``run_failed`` / ``bad_output``) unless ``fallback_to_cpu``.
+timeout on every wait. Opening ends with one known-answer run checked against the golden model,
+so a kernel that hangs or answers wrongly is refused at start-up. A run that does not complete,
+or output that is all zero or (at the probe) wrong, raises :class:`MelBackendError`
+(``run_failed`` / ``bad_output``) unless ``fallback_to_cpu``.
 
 The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel_host``; the
 kernel's arithmetic is ``npu.golden_mel``; tests drive this module through a strict fake pyxrt.
@@ -35,6 +37,8 @@ OPCODE = 3
 DEFAULT_ARTIFACTS_DIR = mel_tables.REPO_ROOT / "kernels" / "build"
 DEVICE_DIR_ENV = "AMANUENSIS_NPU_DEVICE_DIR"
 DEFAULT_TIMEOUT_MS = 10_000
+PROBE_FRAMES = 10
+PROBE_SEED = 20_240_917
 
 
 def import_pyxrt():
@@ -42,14 +46,19 @@ def import_pyxrt():
     return importlib.import_module("pyxrt")
 
 
+def device_dir() -> Path:
+    """``/dev/accel``, or the folder named by AMANUENSIS_NPU_DEVICE_DIR (a fake device)."""
+    return Path(os.environ.get(DEVICE_DIR_ENV, "/dev/accel"))
+
+
 def device_node(device_id: int) -> Path:
-    """``/dev/accel/accel<id>``; the folder can be moved with AMANUENSIS_NPU_DEVICE_DIR."""
-    return Path(os.environ.get(DEVICE_DIR_ENV, "/dev/accel")) / f"accel{device_id}"
+    """``<device_dir>/accel<id>``: the node the amdxdna driver creates for NPU ``id``."""
+    return device_dir() / f"accel{device_id}"
 
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
     """The xclbin and instruction stream ``make -C kernels`` builds for one configuration."""
-    stem = f"mel_n{n_mels}_f{frames_per_call}"
+    stem = mel_tables.artifact_stem(n_mels, frames_per_call)
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
 
 
@@ -186,19 +195,35 @@ class NPUMelProcessorBatch:
             raise MelBackendError(FallbackReason.LOAD_FAILED,
                                   f"XRT open of {self.xclbin_path.name}: {error}") from error
         self._xrt, self._context = xrt, context
-        self._in_samples = np.zeros(mel_host.call_samples(self.frames_per_call), dtype=np.int16)
+        self._buffers = mel_host.CallBuffers.for_frames(self.frames_per_call)
         self._out_bytes = self.frames_per_call * self.n_mels * 2
         try:
-            self._bo_in = xrt.bo(device, self._in_samples.nbytes, xrt.bo.host_only,
+            self._bo_in = xrt.bo(device, self._buffers.samples.nbytes, xrt.bo.host_only,
                                  context.kernel.group_id(3))
             self._bo_out = xrt.bo(device, self._out_bytes, xrt.bo.host_only,
                                   context.kernel.group_id(4))
         except Exception as error:
             self._release()
             raise MelBackendError(FallbackReason.LOAD_FAILED, f"buffer allocation: {error}") from error
+        try:
+            self._probe()
+        except MelBackendError:
+            self._release()
+            raise
 
     def _run(self, samples: np.ndarray, n_frames: int) -> np.ndarray:
-        """One kernel run: int16 padded signal -> int16 [frames_per_call, n_mels]."""
+        """One counted kernel run: int16 padded signal -> int16 [frames_per_call, n_mels]."""
+        out = self._execute(samples)
+        self._metrics.calls += 1
+        self._metrics.frames += n_frames
+        return out
+
+    def _execute(self, samples: np.ndarray) -> np.ndarray:
+        """Write ``samples`` to the input BO, run the kernel once (waiting at most
+        ``timeout_ms``) and return its output; raises ``run_failed`` or ``bad_output``."""
+        if samples.dtype != np.int16 or samples.nbytes != self._buffers.samples.nbytes:
+            raise TypeError(f"kernel input must be {self._buffers.samples.size} int16 samples, "
+                            f"got {samples.size} {samples.dtype}")
         xrt, context = self._xrt, self._context
         self._bo_in.write(samples, 0)
         self._bo_in.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
@@ -217,9 +242,25 @@ class NPUMelProcessorBatch:
         out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int16)
         if not out.any():
             raise MelBackendError(FallbackReason.BAD_OUTPUT, "kernel returned all zeros")
-        self._metrics.calls += 1
-        self._metrics.frames += n_frames
         return out.reshape(self.frames_per_call, self.n_mels)
+
+    def _probe(self) -> None:
+        """One known-answer run at open: pseudo-random full-scale input; the first and last
+        PROBE_FRAMES frames must equal the golden model bit for bit. A kernel that times out,
+        errs or answers wrongly (the seed's all zeros) is refused before any request sees it."""
+        from npu import golden_mel
+
+        samples = np.random.default_rng(PROBE_SEED).integers(
+            -32768, 32768, self._buffers.samples.size, dtype=np.int16)
+        out = self._execute(samples)
+        count = min(PROBE_FRAMES, self.frames_per_call)
+        for first in sorted({0, self.frames_per_call - count}):
+            expected = golden_mel.kernel_call(samples[first * audio_spec.HOP_LENGTH:], count,
+                                              self.n_mels)
+            if not np.array_equal(out[first:first + count], expected):
+                raise MelBackendError(FallbackReason.BAD_OUTPUT,
+                                      f"known-answer probe: frames {first}..{first + count - 1} "
+                                      "differ from the golden model")
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """``MelBackend.log_mel``: float32 [n_mels, n_frames], Whisper's contract."""
@@ -230,11 +271,11 @@ class NPUMelProcessorBatch:
                 return self._cpu(audio, padding, self.open_error)
             started = time.perf_counter()
             kernel_before = self._metrics.kernel_seconds
+            if not np.isfinite(audio).all():
+                raise ValueError("audio must be finite: it contains NaN or inf")
             try:
                 features = mel_host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
-                                            self._run, self._in_samples)
-                if not np.isfinite(features).all():
-                    raise MelBackendError(FallbackReason.BAD_OUTPUT, "non-finite features")
+                                            self._run, self._buffers)
             except MelBackendError as error:
                 if not self.fallback_to_cpu:
                     raise

@@ -1,9 +1,17 @@
 """``amanuensis bench mel``: our mel back-ends against librosa, WhisperX (torch) and
-faster-whisper (NumPy) on the same audio, in one process, best of interleaved repeats."""
+faster-whisper (NumPy) on the same audio, in one process, best of interleaved repeats.
+
+Our NPU back-ends join the table when they open (a real device with built kernels). With
+``--npu-host-only`` it also measures what the NPU path still costs the CPU - padding,
+quantisation, the buffer copies to and from the device, normalisation: everything but the kernel
+run, which is replayed from the golden model's answer - as CPU time (``time.process_time``, all
+threads) per 30 s chunk, over our CPU back-end's CPU time on the same chunk:
+``npu_host_cpu_ratio`` (goal <= 0.25: the NPU exists to free the CPU)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +29,12 @@ def register(commands, bench) -> None:
     parser.add_argument(
         "--audio", choices=("speech", "noise"), default="speech",
         help="tiled shared speech clips (noise if they are absent) or white noise",
+    )
+    parser.add_argument("--kernel-dir", type=Path, default=None,
+                        help="NPU kernel artifacts directory (default kernels/build)")
+    parser.add_argument(
+        "--npu-host-only", action="store_true",
+        help="also time the NPU path's host-side CPU work per 30 s chunk (no device needed)",
     )
     parser.set_defaults(handler=run)
 
@@ -48,8 +62,9 @@ def bench_audio(kind: str, seconds: float) -> tuple[np.ndarray, str]:
     return noise, "white noise"
 
 
-def contestants(n_mels: int):
-    """(name, is_ours, function audio -> float32 features); each peer returns Whisper's frames."""
+def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStack):
+    """(name, is_ours, function audio -> float32 features); each peer returns Whisper's frames.
+    Our runtime and back-ends are closed with ``stack``."""
     import librosa
     import torch
     import whisperx.audio
@@ -58,7 +73,7 @@ def contestants(n_mels: int):
     from npu import UnifiedNPURuntime
     from npu.cpu_mel import log_mel_spectrogram
 
-    runtime = UnifiedNPURuntime(n_mels=n_mels)
+    runtime = stack.enter_context(UnifiedNPURuntime(n_mels=n_mels, kernel_dir=kernel_dir))
 
     def librosa_features(audio):
         power = librosa.feature.melspectrogram(
@@ -71,6 +86,7 @@ def contestants(n_mels: int):
     entries = [
         (f"amanuensis runtime ({runtime.mel_backend_name})", True, runtime.process_audio_to_features),
         ("amanuensis cpu, 1 thread", False, lambda a: log_mel_spectrogram(a, n_mels)),
+        *npu_entries(runtime, stack),
         ("librosa", False, librosa_features),
         ("whisperx (torch)", False, lambda a: whisperx.audio.log_mel_spectrogram(torch.from_numpy(a), n_mels).numpy()),
         ("faster-whisper (numpy)", False, lambda a: extractor(a, padding=0)),
@@ -78,11 +94,98 @@ def contestants(n_mels: int):
     return runtime, entries
 
 
+def npu_entries(runtime, stack: contextlib.ExitStack) -> list:
+    """Our NPU back-ends that open here (each tier on its own), closed with ``stack``."""
+    from npu.backend import MelBackendConfig, MelBackendError
+    from npu.npu_mel import open_npu_batch, open_npu_frame
+
+    config = MelBackendConfig(n_mels=runtime.n_mels, frames_per_call=runtime.batch_size,
+                              artifacts_dir=runtime.kernel_dir, device_id=runtime.device_id)
+    entries = []
+    for name, factory in (("npu-batch", open_npu_batch), ("npu-frame", open_npu_frame)):
+        try:
+            backend = factory(config)
+        except MelBackendError as error:
+            print(f"{name}: not benchmarked ({error})")
+            continue
+        stack.callback(backend.close)
+        entries.append((f"amanuensis {name}", False, backend.log_mel))
+    return entries
+
+
+def npu_host_seconds(chunk: np.ndarray, padding: int, n_mels: int, frames_per_call: int,
+                     runs: int) -> float:
+    """Least CPU time of ``runs`` of the NPU path's host side on one chunk: the kernel run is
+    replayed from the golden model's answer, recorded beforehand; the copies into the input
+    buffer object and out of the output one (what ``bo.write`` / ``bo.read`` do) are kept."""
+    from npu import golden_mel, mel_host
+
+    recorded = []
+
+    def golden(samples, count):
+        recorded.append(golden_mel.kernel_call(samples, frames_per_call, n_mels))
+        return recorded[-1]
+
+    mel_host.log_mel(chunk, n_mels, padding, frames_per_call, golden)
+    buffers = mel_host.CallBuffers.for_frames(frames_per_call)
+    device_in = np.empty_like(buffers.samples)
+    calls = iter(())
+
+    def replay(samples, count):
+        np.copyto(device_in, samples)
+        return next(calls).copy()
+
+    best = float("inf")
+    for _ in range(runs):
+        calls = iter(recorded)
+        started = time.process_time()
+        mel_host.log_mel(chunk, n_mels, padding, frames_per_call, replay, buffers)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def cpu_backend_seconds(chunk: np.ndarray, padding: int, n_mels: int, runs: int) -> float:
+    """Least CPU time (all threads) of ``runs`` of our CPU back-end on one chunk."""
+    from npu.cpu_mel import CpuMelBackend
+
+    with CpuMelBackend(n_mels) as backend:
+        backend.log_mel(chunk, padding)
+        best = float("inf")
+        for _ in range(runs):
+            started = time.process_time()
+            backend.log_mel(chunk, padding)
+            best = min(best, time.process_time() - started)
+    return best
+
+
+def npu_host_report(audio: np.ndarray, n_mels: int, repeats: int) -> dict:
+    """``npu_host_cpu_ratio`` (batch tier) and the frame tier's, on the first 30 s chunk padded
+    to 30 s as WhisperX pads it; each side the least of ``20 * repeats`` runs."""
+    from npu import audio_spec
+    from npu.mel_tables import read_config
+
+    chunk = np.ascontiguousarray(audio[:audio_spec.N_SAMPLES])
+    padding = audio_spec.N_SAMPLES - chunk.size
+    runs = max(20, 20 * repeats)
+    cpu = cpu_backend_seconds(chunk, padding, n_mels, runs)
+    batch = npu_host_seconds(chunk, padding, n_mels, audio_spec.N_FRAMES, runs)
+    frame = npu_host_seconds(chunk, padding, n_mels, read_config()["FRAMES_PER_CALL_FRAME"], runs)
+    print(f"NPU path host-side CPU time per 30 s chunk: batch {batch * 1e3:.3f} ms, "
+          f"frame {frame * 1e3:.3f} ms; our CPU back-end {cpu * 1e3:.3f} ms (CPU time, all threads)")
+    return {
+        "cpu_backend_cpu_ms_per_chunk": round(cpu * 1e3, 3),
+        "npu_host_cpu_ms_per_chunk": round(batch * 1e3, 3),
+        "npu_host_cpu_ratio": round(batch / cpu, 3),
+        "npu_frame_host_cpu_ratio": round(frame / cpu, 3),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     audio, source = bench_audio(args.audio, args.seconds)
     seconds = audio.size / 16000
-    runtime, entries = contestants(args.n_mels)
-    with runtime:
+    host_report = npu_host_report(audio, args.n_mels, args.repeats) if args.npu_host_only else {}
+    with contextlib.ExitStack() as stack:
+        runtime, entries = contestants(args.n_mels, args.kernel_dir, stack)
         outputs = {name: fn(audio) for name, _, fn in entries}  # warm-up, and the error check
         best = {name: float("inf") for name, _, _ in entries}
         for _ in range(max(1, args.repeats)):
@@ -114,5 +217,8 @@ def run(args: argparse.Namespace) -> int:
             "max_abs_err": errors[ours],
             "librosa_max_abs_err": errors["librosa"],
             "faster_whisper_max_abs_err": errors["faster-whisper (numpy)"],
+            **{f"{name.split()[-1].replace('-', '_')}_x_realtime": round(x_rt[name], 1)
+               for name, _, _ in entries if name.startswith("amanuensis npu-")},
+            **host_report,
         }))
     return 0

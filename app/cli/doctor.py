@@ -42,13 +42,14 @@ def run(args: argparse.Namespace) -> int:
 
     from npu import UnifiedNPURuntime
     from npu.cpu_mel import log_mel_spectrogram
+    from npu.npu_mel import device_dir
     from npu.runtime import DEFAULT_KERNEL_DIR
 
     kernel_dir = args.kernel_dir or DEFAULT_KERNEL_DIR
-    devices = sorted(str(p) for p in Path("/dev/accel").glob("*"))
+    devices = sorted(str(p) for p in device_dir().glob("*"))
     artifacts = sorted(str(p.relative_to(kernel_dir)) for p in kernel_dir.rglob("*") if p.is_file()) if kernel_dir.is_dir() else []
     pyxrt = pyxrt_status()
-    print(f"NPU devices (/dev/accel/*): {', '.join(devices) or 'none'}")
+    print(f"NPU devices ({device_dir()}/*): {', '.join(devices) or 'none'}")
     print(f"pyxrt importable: {pyxrt}")
     print(f"kernel artifacts in {kernel_dir}: {', '.join(artifacts) or 'none'}")
 

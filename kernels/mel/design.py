@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -25,7 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from npu import mel_tables
 
-_CONFIG_NAME = re.compile(r"^mel_n(\d+)_f(\d+)$")
 _STATIC_SYMBOL_TYPES = set("bBdDrR")
 
 
@@ -50,10 +48,10 @@ class MemoryBudget:
 
 
 def parse_config_name(name: str) -> tuple[int, int]:
-    match = _CONFIG_NAME.match(name)
-    if not match:
-        raise DesignError(f"configuration must look like mel_n80_f3000, got {name!r}")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        return mel_tables.parse_artifact_stem(name)
+    except mel_tables.MelConfigError as error:
+        raise DesignError(str(error)) from error
 
 
 def static_data_bytes(host_object: Path) -> int:

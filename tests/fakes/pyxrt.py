@@ -12,7 +12,8 @@ is exercised.
 Faults (``FAULTS``, or the env var FAKE_PYXRT_FAULTS="a,b" read by :func:`reset`):
 ``device_open`` (xrt.device raises), ``xclbin_load`` (xrt.xclbin raises), ``timeout``
 (wait returns ERT_CMD_STATE_TIMEOUT), ``error_state`` (ERT_CMD_STATE_ERROR), ``zeros``
-(COMPLETED but the output is left all zero). A missing device node is made by the environment
+(COMPLETED with an all-zero output), ``wrong`` (COMPLETED, plausible non-zero output one Q10
+unit off the kernel's). A missing device node is made by the environment
 helper :func:`make_fake_device`, not here: the processor checks ``/dev/accel`` before pyxrt.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-FAULT_NAMES = {"device_open", "xclbin_load", "timeout", "error_state", "zeros"}
+FAULT_NAMES = {"device_open", "xclbin_load", "timeout", "error_state", "zeros", "wrong"}
 FAULTS: set[str] = set()
 STATS: dict[str, int] = {}
 _FAKE_MAGIC = "amanuensis-fake-xclbin"
@@ -185,11 +186,15 @@ class kernel:
             return run(ert_cmd_state.ERT_CMD_STATE_TIMEOUT)
         if "error_state" in FAULTS:
             return run(ert_cmd_state.ERT_CMD_STATE_ERROR)
-        if "zeros" not in FAULTS:
+        if "zeros" in FAULTS:
+            bo_out.device_copy[:] = 0
+        else:
             from npu.kernel_lib import host_kernel
 
             samples = bo_in.device_copy.view(np.int16)
             out = host_kernel(self.n_mels)(samples, self.frames)
+            if "wrong" in FAULTS:
+                out = out + np.int16(1)
             bo_out.device_copy[:] = out.view(np.uint8).ravel()
         bo_out.device_newer = True
         return run(ert_cmd_state.ERT_CMD_STATE_COMPLETED)

@@ -74,3 +74,23 @@ def test_make_without_toolchain_says_so():
     failed = subprocess.run(["make", "-s", "-C", str(KERNELS_DIR), "xclbin", "AIECC="],
                             check=False, capture_output=True, text=True)
     assert failed.returncode != 0 and "aiecc.py" in failed.stderr
+
+
+def test_makefile_builds_the_artifacts_the_npu_back_end_looks_for(tmp_path):
+    from npu.npu_mel import artifact_paths
+
+    listing = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(KERNELS_DIR),
+                              "configs", f"PYTHON={sys.executable}"],
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+    built = [tuple(line.split()) for line in listing if line]
+    wanted = []
+    for n_mels in (80, 128):
+        for frames in (3000, 30):
+            xclbin, insts = artifact_paths(tmp_path, n_mels, frames)
+            assert insts.name == xclbin.name.replace(".xclbin", ".insts.bin")
+            wanted.append((xclbin.stem, str(n_mels)))
+    assert sorted(built) == sorted(wanted)
+    for stem, n_mels in built:
+        assert mel_tables.parse_artifact_stem(stem)[0] == int(n_mels)
+    with pytest.raises(mel_tables.MelConfigError):
+        mel_tables.parse_artifact_stem("mel_n080_f30")

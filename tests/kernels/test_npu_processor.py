@@ -50,7 +50,7 @@ def test_whole_chunk_per_call_and_buffers_reused(fake_npu):
             backend.log_mel(audio)
         metrics = backend.get_performance_metrics()
     stats = fake_npu.pyxrt.STATS
-    assert stats["runs"] == 3 * 3 == stats["waits"]  # 6500 frames -> 3 calls of 3000
+    assert stats["runs"] == 1 + 3 * 3 == stats["waits"]  # the open probe; 6500 frames = 3 calls
     assert (stats["devices"], stats["contexts"], stats["bos"]) == (1, 1, 3)
     assert metrics["calls"] == 9 and metrics["frames"] == 3 * 6500
     assert metrics["calls_per_hour_of_audio"] == 120
@@ -144,3 +144,10 @@ def test_bad_audio_is_a_clear_error(fake_npu):
             backend.log_mel(np.zeros((2, 16_000), np.float32))
         with pytest.raises(ValueError, match="floating"):
             backend.log_mel(np.zeros(16_000, np.int16))
+
+
+def test_non_finite_audio_is_a_clear_error_not_garbage(fake_npu):
+    audio = noisy_speechlike(1.0)
+    audio[100] = np.nan
+    with open_npu_batch(config(fake_npu)) as backend, pytest.raises(ValueError, match="finite"):
+        backend.log_mel(audio)

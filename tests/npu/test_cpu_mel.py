@@ -100,6 +100,18 @@ def test_non_finite_audio_is_rejected(value):
         backend.log_mel(audio)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("position", [5000, 300000, 16000 * 40 - 1])
+def test_non_finite_sample_anywhere_in_long_audio_is_rejected(value, position):
+    """A bad sample in any block (not only the first) must surface, on one thread and on two."""
+    audio = np.zeros(16000 * 40, np.float32)
+    audio[position] = value
+    with pytest.raises(ValueError, match="finite"):
+        log_mel_spectrogram(audio)
+    with CpuMelBackend(workers=2) as backend, pytest.raises(ValueError, match="finite"):
+        backend.log_mel(audio)
+
+
 def test_unsupported_n_mels_is_rejected():
     with pytest.raises(ValueError, match="n_mels"):
         log_mel_spectrogram(np.zeros(1000, np.float32), n_mels=64)

@@ -1,0 +1,80 @@
+"""The NPU path's host side (``npu.mel_host``) against plain NumPy statements of what it does:
+reflect padding with ``np.pad``, quantisation with rint + clip, Whisper's normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from npu import mel_host
+
+GAIN_LIMITS = (-8, 16)  # MEL_HOST_MIN/MAX_GAIN_LOG2 in kernels/mel/mel_config.h
+
+
+def reference_call(audio, padding, first_frame, size):
+    """The int16 samples and gain of one call, built the obvious (copying) way."""
+    signal = np.pad(np.concatenate([audio.astype(np.float32), np.zeros(padding, np.float32)]),
+                    200, mode="reflect")
+    piece = signal[first_frame * 160:first_frame * 160 + size]
+    peak = float(np.abs(piece).max()) if piece.size else 0.0
+    gain = 0 if peak == 0 else int(np.clip(-math.frexp(peak)[1], *GAIN_LIMITS))
+    out = np.zeros(size, np.int16)
+    out[:piece.size] = np.clip(np.rint(piece * np.float32(2.0 ** (15 + gain))), -32768, 32767)
+    return out, gain
+
+
+rng = np.random.default_rng(7)
+SIGNALS = {
+    "noise": (rng.standard_normal(70_000) * 0.1).astype(np.float32),
+    "shortest": (rng.standard_normal(201) * 0.3).astype(np.float32),
+    "beyond_full_scale": (rng.standard_normal(20_000) * 400).astype(np.float32),
+    "near_full_scale_dc": np.full(9_000, 0.99999, np.float32),
+    "very_quiet": (rng.standard_normal(9_000) * 1e-7).astype(np.float32),
+    "float64": rng.standard_normal(9_000) * 0.2,
+    "silence": np.zeros(4_000, np.float32),
+}
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+@pytest.mark.parametrize("padding", [0, 150, 480_000])
+@pytest.mark.parametrize("frames_per_call", [3000, 30])
+def test_quantised_calls_equal_the_copying_reference(name, padding, frames_per_call):
+    audio = SIGNALS[name]
+    signal, n_frames = mel_host.padded_signal(audio, padding)
+    assert n_frames == (audio.size + padding) // 160
+    buffers = mel_host.CallBuffers.for_frames(frames_per_call)
+    for first in range(0, n_frames, frames_per_call):
+        buffers.samples[:] = 12345  # stale data from an earlier call must be overwritten
+        gain = mel_host.quantise_call(signal, first, buffers.samples, buffers.scratch)
+        expected, expected_gain = reference_call(audio, padding, first, buffers.samples.size)
+        assert gain == expected_gain
+        np.testing.assert_array_equal(buffers.samples, expected)
+
+
+def test_feature_writer_is_whispers_normalisation():
+    n_mels, frames = 80, 70
+    log_q = rng.integers(-20_000, 3_000, (frames, n_mels)).astype(np.int16)
+    log_q[5, :] = -32768  # an all-zero band's floor
+    gains = [3, -2, 0]
+    calls = [(0, 30), (30, 60), (60, 70)]
+    writer = mel_host.FeatureWriter(n_mels, frames)
+    log10 = np.empty((n_mels, frames))
+    for (lo, hi), gain in zip(calls, gains):
+        writer.add_call(lo, log_q[lo:hi], gain)
+        log10[:, lo:hi] = log_q[lo:hi].T / 1024 - 2 * gain * np.log10(2)
+    log10 = np.maximum(log10, -10.0)
+    expected = (np.maximum(log10, log10.max() - 8.0) + 4.0) / 4.0
+    features = writer.finish()
+    assert features.dtype == np.float32 and features.shape == (n_mels, frames)
+    np.testing.assert_allclose(features, expected, atol=1e-6, rtol=0)
+
+
+def test_audio_too_short_or_malformed_is_a_clear_error():
+    with pytest.raises(ValueError, match="more than 200"):
+        mel_host.padded_signal(np.zeros(200, np.float32))
+    with pytest.raises(ValueError, match="padding"):
+        mel_host.padded_signal(np.zeros(1000, np.float32), -1)
+    signal, n_frames = mel_host.padded_signal(np.zeros(100, np.float32), 101)
+    assert n_frames == 1 and signal.size == 601
