@@ -1,0 +1,50 @@
+"""Start-up and shutdown in-process: the runtime and the model thread do not outlive the app."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def model_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("amanuensis-model")]
+
+
+def wait_until_loaded(client: TestClient) -> None:
+    while client.get("/status").json()["problem"] == "the model is still loading":
+        pass
+
+
+def test_shutdown_closes_the_runtime_and_the_model_thread(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = create_app(Settings(model=str(tiny_model_dir), mel_backend="cpu", cpu_threads=1))
+    with TestClient(app) as client:
+        wait_until_loaded(client)
+        assert client.get("/ready").status_code == 200
+        assert model_threads()
+        state = app.state.service
+    assert not model_threads()
+    second = np.zeros(16000, np.float32)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        state.engine.transcribe(second)
+    with pytest.raises(RuntimeError, match="closed"):
+        state.runtime.process_audio_to_features(second)
+
+
+def test_npu_only_without_an_npu_is_not_ready_with_the_fix(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = create_app(Settings(model=str(tiny_model_dir), mel_backend="npu"))
+    with TestClient(app) as client:
+        wait_until_loaded(client)
+        assert client.get("/health").status_code == 200
+        response = client.get("/ready")
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "runtime_unavailable"
+        assert "AMANUENSIS_MEL_BACKEND=auto" in error["message"]
