@@ -49,7 +49,3 @@ def _is_empty(source: BinaryIO) -> bool:
     empty = not source.read(1)
     source.seek(position)
     return empty
-
-
-def duration_seconds(audio: np.ndarray) -> float:
-    return audio.shape[0] / SAMPLE_RATE

@@ -24,12 +24,14 @@ torch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Self
 
 import ctranslate2  # noqa: F401 - must load before torch, see the module docstring
@@ -160,6 +162,25 @@ class Transcription:
         return "".join(segment["text"] for segment in self.segments).strip()
 
 
+def model_n_mels(settings: Settings) -> int:
+    """Mel bands the configured Whisper model expects (80, or 128 for large-v3), read the way
+    faster-whisper reads them: ``feature_size`` in the model's ``preprocessor_config.json``.
+
+    A model name is resolved (downloaded when needed) as the model load would do anyway, so the
+    runtime can be created for the right size before the model is loaded.
+    """
+    from faster_whisper.utils import download_model
+
+    path = Path(settings.model)
+    if not path.is_dir():
+        path = Path(download_model(settings.model, cache_dir=str(settings.model_cache_dir)
+                                   if settings.model_cache_dir else None))
+    config = path / "preprocessor_config.json"
+    if not config.is_file():
+        return 80
+    return int(json.loads(config.read_text()).get("feature_size", 80))
+
+
 class Engine:
     """One WhisperX pipeline on one runtime, used by one request at a time."""
 
@@ -207,9 +228,10 @@ class Engine:
             threads=settings.cpu_threads,
         )
         wrapped = RuntimeFeaturePipeline.from_pipeline(pipeline, runtime)
-        if runtime_n_mels(runtime) not in (None, wrapped.n_mels):
+        runtime_n_mels = getattr(runtime, "n_mels", None)
+        if runtime_n_mels not in (None, wrapped.n_mels):
             raise ValueError(
-                f"the runtime computes {runtime_n_mels(runtime)} mel bands but the model "
+                f"the runtime computes {runtime_n_mels} mel bands but the model "
                 f"expects {wrapped.n_mels}"
             )
         return wrapped
@@ -322,10 +344,6 @@ class Engine:
                     param="timestamp_granularities",
                 ) from error
         return self._aligners[language]
-
-
-def runtime_n_mels(runtime: Any) -> int | None:
-    return getattr(runtime, "n_mels", None)
 
 
 def _require_sentence_splitter(language: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from typing import Literal
 
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from whisperx.utils import LANGUAGES, WriteSRT, WriteVTT
 
 from app.engine import Transcription
@@ -101,7 +101,3 @@ def word_entry(word: dict) -> dict:
 def realtime_factor(audio_seconds: float, processing_seconds: float) -> float:
     """Audio seconds per processing second."""
     return audio_seconds / processing_seconds if processing_seconds > 0 else 0.0
-
-
-def json_response(body: dict) -> JSONResponse:
-    return JSONResponse(body)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from app.engine import Engine
+from app.engine import Engine, model_n_mels
 from app.errors import NotReady, install_error_handlers
 from app.metrics import ServiceMetrics
 from app.settings import Settings
@@ -59,7 +59,7 @@ class ServiceState:
         return self.engine
 
 
-def create_runtime(settings: Settings) -> Any:
+def create_runtime(settings: Settings, n_mels: int = 80) -> Any:
     """The process-wide runtime for ``settings.mel_backend`` (``cpu`` never touches the NPU)."""
     from npu.runtime import UnifiedNPURuntime
 
@@ -67,6 +67,7 @@ def create_runtime(settings: Settings) -> Any:
         device_id=settings.npu_device_id,
         enable_mel=settings.mel_backend != "cpu",
         fallback_to_cpu=settings.mel_backend != "npu",
+        n_mels=n_mels,
         kernel_dir=settings.kernel_dir,
     )
 
@@ -76,7 +77,12 @@ def load(state: ServiceState) -> None:
     settings = state.settings
     started = time.perf_counter()
     try:
-        state.runtime = create_runtime(settings)
+        n_mels = model_n_mels(settings)
+    except Exception as error:  # noqa: BLE001 - reported through /ready and the log
+        _fail_model(state, error)
+        return
+    try:
+        state.runtime = create_runtime(settings, n_mels)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail(state, "runtime_unavailable",
               f"the compute runtime could not start with AMANUENSIS_MEL_BACKEND="
@@ -86,11 +92,7 @@ def load(state: ServiceState) -> None:
     try:
         engine = Engine(settings, state.runtime)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
-        _fail(state, "model_unavailable",
-              f"the model {settings.model!r} could not be loaded: {type(error).__name__}: {error}. "
-              f"Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory (`amanuensis "
-              f"tiny-model DIR` writes a random-weights test model), or allow this host to "
-              f"download it from huggingface.co.")
+        _fail_model(state, error)
         return
     try:
         if settings.warmup:
@@ -108,6 +110,14 @@ def load(state: ServiceState) -> None:
     logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model,
                 time.perf_counter() - started, state.runtime.mel_backend_name,
                 state.runtime.mel_backend_reason)
+
+
+def _fail_model(state: ServiceState, error: Exception) -> None:
+    _fail(state, "model_unavailable",
+          f"the model {state.settings.model!r} could not be loaded: {type(error).__name__}: "
+          f"{error}. Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory "
+          f"(`amanuensis tiny-model DIR` writes a random-weights test model), or allow this host "
+          f"to download it from huggingface.co.")
 
 
 def _fail(state: ServiceState, code: str, message: str) -> None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from app.audio import decode_audio
-    from app.engine import Engine
+    from app.engine import Engine, model_n_mels
     from app.errors import APIError
     from app.formatting import service_body, subtitles
     from app.main import create_runtime
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with create_runtime(settings) as runtime, Engine(settings, runtime) as engine:
+    runtime = create_runtime(settings, model_n_mels(settings))
+    with runtime, Engine(settings, runtime) as engine:
         for path in args.files:
             try:
                 started = time.perf_counter()

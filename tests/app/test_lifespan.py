@@ -48,3 +48,13 @@ def test_npu_only_without_an_npu_is_not_ready_with_the_fix(tiny_model_dir, monke
         error = response.json()["error"]
         assert error["code"] == "runtime_unavailable"
         assert "AMANUENSIS_MEL_BACKEND=auto" in error["message"]
+
+
+def test_runtime_gets_the_models_mel_band_count(tiny_model_dir, tmp_path):
+    from app.engine import model_n_mels
+
+    assert model_n_mels(Settings(model=str(tiny_model_dir))) == 80
+    (tmp_path / "preprocessor_config.json").write_text('{"feature_size": 128}')
+    assert model_n_mels(Settings(model=str(tmp_path))) == 128
+    (tmp_path / "preprocessor_config.json").unlink()
+    assert model_n_mels(Settings(model=str(tmp_path))) == 80  # faster-whisper's default
