@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -286,7 +287,7 @@ def test_model_that_cannot_load_leaves_the_process_up(start_service, tiny_env, j
     server = start_service({**tiny_env, "AMANUENSIS_MODEL": "no-such-model-anywhere"},
                            wait_ready=False)
     while httpx.get(server.base_url + "/status").json()["problem"] == "the model is still loading":
-        pass
+        time.sleep(0.05)
     assert httpx.get(server.base_url + "/health").status_code == 200
     error = assert_error(httpx.get(server.base_url + "/ready"), 503, "model_unavailable")
     assert "no-such-model-anywhere" in error["message"] and "Fix:" in error["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ def model_threads() -> list[threading.Thread]:
 
 def wait_until_loaded(client: TestClient) -> None:
     while client.get("/status").json()["problem"] == "the model is still loading":
-        pass
+        time.sleep(0.05)
 
 
 def test_shutdown_closes_the_runtime_and_the_model_thread(tiny_model_dir, monkeypatch):
