@@ -234,8 +234,8 @@ def test_npu_overlay_hands_the_npu_to_the_container(npu_config, main_config, ima
 def test_prometheus_and_grafana_mounts_match_their_configs(config, repo_root):
     prometheus = config["services"]["prometheus"]
     mounts = bind_mounts(prometheus)
-    config_file = [a.split("=", 1)[1] for a in prometheus["command"]
-                   if a.startswith("--config.file=")][0]
+    config_file = next(a.split("=", 1)[1] for a in prometheus["command"]
+                       if a.startswith("--config.file="))
     assert mounts[config_file] == str(repo_root / "config/prometheus.yml")
     assert container_ports(prometheus) == [9090]
 

@@ -13,7 +13,7 @@ TORCH_PACKAGES = ("torch", "torchaudio", "torchvision")
 
 def test_hadolint_passes(repo_root, tools):
     result = subprocess.run([tools.find("hadolint"), "Dockerfile"], cwd=repo_root,
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
