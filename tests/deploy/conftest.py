@@ -134,8 +134,8 @@ def compose_config():
             args += ["-f", str(REPO_ROOT / name)]
         env = {k: v for k, v in os.environ.items() if k != "RENDER_GID"}
         env.update(extra_env or {})
-        result = subprocess.run(args + ["config"], check=False, capture_output=True, text=True, env=env,
-                                cwd=REPO_ROOT, timeout=120)
+        result = subprocess.run(args + ["config"], check=False, capture_output=True, text=True,
+                                env=env, cwd=REPO_ROOT, timeout=120)
         parsed = yaml.safe_load(result.stdout) if result.returncode == 0 else None
         return result, parsed
 

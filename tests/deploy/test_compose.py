@@ -51,7 +51,8 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     for pattern in patterns:
         negate = pattern.startswith("!")
         body = pattern.lstrip("!").rstrip("/")
-        regex = re.escape(body).replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        regex = (re.escape(body).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+                 .replace(r"\?", "[^/]"))
         if any(re.fullmatch(regex, c) for c in candidates):
             excluded = not negate
     return excluded
