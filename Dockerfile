@@ -1,7 +1,7 @@
 # Amanuensis service image: CPU inference by default; the NPU variant (docker-compose.npu.yml)
 # adds the host's XRT, the accelerator device and the built kernels at run time.
 
-# ---- build: a self-contained virtual environment in /opt/venv -------------------------------
+# ---- build: a virtual environment in /opt/venv, the project in /opt/amanuensis ---------------
 FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -17,36 +17,40 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url "$TORCH_INDEX_URL" \
         torch==2.8.0 torchaudio==2.8.0 torchvision==0.23.0
 
-WORKDIR /src
+# The project is installed editable from /opt/amanuensis, kept at the same path in the runtime
+# stage: the NPU host code reads the kernel's size header (kernels/mel/) relative to npu/.
+WORKDIR /opt/amanuensis
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY npu ./npu
-RUN pip install . \
+COPY kernels ./kernels
+RUN pip install -e . \
  && python -c "import torch; assert not torch.version.cuda, torch.__version__"
 
-# ---- runtime: the virtual environment and a non-root user ------------------------------------
+# ---- runtime: both of those, run by a non-root user --------------------------------------------
 FROM python:3.11-slim AS runtime
 
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
  && useradd --system --create-home --uid 10001 --gid 10001 amanuensis \
- && mkdir -p /cache /opt/amanuensis/kernels \
+ && mkdir -p /cache \
  && chown 10001:10001 /cache
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/amanuensis /opt/amanuensis
 
 # /cache holds every downloaded model (faster-whisper and alignment models through the Hugging
 # Face hub, torchaudio pipelines through torch.hub), so a volume there survives restarts.
-# /opt/amanuensis/kernels is where the NPU variant mounts the built kernel artifacts.
+# /opt/amanuensis/kernels/build is where the NPU variant mounts the built kernel artifacts.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     XDG_CACHE_HOME=/cache \
     HF_HOME=/cache/huggingface \
     TORCH_HOME=/cache/torch \
-    AMANUENSIS_KERNEL_DIR=/opt/amanuensis/kernels
+    AMANUENSIS_KERNEL_DIR=/opt/amanuensis/kernels/build
 
 VOLUME ["/cache"]
-WORKDIR /home/amanuensis
+WORKDIR /opt/amanuensis
 USER 10001:10001
 EXPOSE 8000
 

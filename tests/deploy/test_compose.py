@@ -278,3 +278,5 @@ def test_dockerfile_copies_exist_and_are_not_dockerignored(image, repo_root):
         for source in sources:
             assert (repo_root / source).exists(), source
             assert not dockerignored(source, patterns), source
+    assert dockerignored("kernels/build/mel.xclbin", patterns), "built kernels go in the image"
+    assert dockerignored("app/__pycache__/main.cpython-311.pyc", patterns)
