@@ -41,13 +41,13 @@ COPY --from=build /opt/amanuensis /opt/amanuensis
 
 # /cache holds every downloaded model (faster-whisper and alignment models through the Hugging
 # Face hub, torchaudio pipelines through torch.hub), so a volume there survives restarts.
-# /opt/amanuensis/kernels/build is where the NPU variant mounts the built kernel artifacts.
+# The working directory is the repository layout, so the default kernel directory
+# (kernels/build) is /opt/amanuensis/kernels/build: the NPU variant mounts the kernels there.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     XDG_CACHE_HOME=/cache \
     HF_HOME=/cache/huggingface \
-    TORCH_HOME=/cache/torch \
-    AMANUENSIS_KERNEL_DIR=/opt/amanuensis/kernels/build
+    TORCH_HOME=/cache/torch
 
 VOLUME ["/cache"]
 WORKDIR /opt/amanuensis

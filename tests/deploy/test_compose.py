@@ -65,8 +65,13 @@ def image(repo_root):
     [cmd] = [json.loads(args) for name, args in stage if name == "CMD"]
     [health] = [args for name, args in stage if name == "HEALTHCHECK"]
     [volume] = [json.loads(args) for name, args in stage if name == "VOLUME"]
+    workdirs = [args for name, args in instructions if name == "WORKDIR"]
     return {
         "all": instructions,
+        "workdir": workdirs[-1],
+        "build_workdirs": workdirs[:-1],
+        "copies_from_build": [args.split()[1:] for name, args in stage
+                              if name == "COPY" and args.startswith("--from=build")],
         "env": dockerfile_env(stage),
         "cmd": cmd,
         "health_cmd": json.loads(health.split(" CMD ", 1)[1]),
@@ -92,6 +97,27 @@ def setting_env_names(settings_class) -> set[str]:
         if isinstance(field.validation_alias, str):
             names.add(field.validation_alias.upper())
     return names
+
+
+def container_settings(settings_class, image, service, monkeypatch):
+    """The Settings the service builds inside the container: the image's environment under
+    the compose file's (env_file included), and nothing from this process's environment."""
+    environment = {**image["env"], **service.get("environment", {})}
+    for key in [k for k in os.environ if k.startswith("AMANUENSIS_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        if key.startswith("AMANUENSIS_"):
+            monkeypatch.setenv(key, str(value))
+    return settings_class(_env_file=None)
+
+
+def container_kernel_dir(settings, image, repo_root) -> Path:
+    """Where the containerised service looks for kernels. The image keeps the repository
+    layout at its WORKDIR, so a relative setting and the repository default both land there."""
+    kernel_dir = Path(settings.kernel_dir)
+    if kernel_dir.is_absolute() and kernel_dir.is_relative_to(repo_root):
+        kernel_dir = kernel_dir.relative_to(repo_root)
+    return Path(image["workdir"]) / kernel_dir
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +213,9 @@ def test_service_port_agrees_everywhere(config, image, settings_class, repo_root
 
 def test_image_runs_the_app_factory_as_non_root(image):
     assert image["cmd"][:3] == ["uvicorn", "--factory", "app.main:create_app"]
+    # The project directory is installed editable in the build stage and copied unchanged.
+    assert image["build_workdirs"][-1] == image["workdir"]
+    assert [image["workdir"], image["workdir"]] in image["copies_from_build"]
     [user] = image["user"]
     assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
 
@@ -206,30 +235,35 @@ def test_env_example_documents_only_settings(repo_root, setting_env_names):
 
 
 def test_container_environment_is_valid_settings(config, image, settings_class, monkeypatch):
-    environment = {**image["env"], **config["services"]["amanuensis"].get("environment", {})}
-    for key in [k for k in os.environ if k.startswith("AMANUENSIS_")]:
-        monkeypatch.delenv(key)
-    for key, value in environment.items():
-        if key.startswith("AMANUENSIS_"):
-            monkeypatch.setenv(key, str(value))
-    settings = settings_class(_env_file=None)
-    assert str(settings.kernel_dir) == image["env"]["AMANUENSIS_KERNEL_DIR"]
+    service = config["services"]["amanuensis"]
+    settings = container_settings(settings_class, image, service, monkeypatch)
+    assert settings.port == settings_class.model_fields["port"].default
 
 
-def test_npu_overlay_hands_the_npu_to_the_container(npu_config, main_config, image, repo_root):
+def test_main_file_keeps_off_the_npu(main_config, image, settings_class, monkeypatch):
+    service = main_config["services"]["amanuensis"]
+    settings = container_settings(settings_class, image, service, monkeypatch)
+    assert settings.mel_backend == "cpu"
+    assert "devices" not in service
+
+
+def test_npu_overlay_hands_the_npu_to_the_container(npu_config, image, settings_class,
+                                                    repo_root, monkeypatch):
     service = npu_config["services"]["amanuensis"]
     assert "/dev/accel/accel0:/dev/accel/accel0" in service["devices"]
     assert service["group_add"] == [NPU_ENV["RENDER_GID"]]
     assert service["ulimits"]["memlock"] == {"soft": -1, "hard": -1}
-    mounts = bind_mounts(service)
-    assert mounts[image["env"]["AMANUENSIS_KERNEL_DIR"]] == str(repo_root / "kernels" / "build")
     assert service["volumes"].count(f"{XRT_PREFIX}:{XRT_PREFIX}:ro") == 1
     environment = service["environment"]
-    assert environment["AMANUENSIS_MEL_BACKEND"] == "npu"
     assert environment["XILINX_XRT"] == XRT_PREFIX
     assert environment["PYTHONPATH"] == f"{XRT_PREFIX}/python"
     assert environment["LD_LIBRARY_PATH"] == f"{XRT_PREFIX}/lib"
-    assert "devices" not in main_config["services"]["amanuensis"]
+    settings = container_settings(settings_class, image, service, monkeypatch)
+    # auto: the NPU when it opens, otherwise the CPU with the reason counted.
+    assert settings.mel_backend == "auto"
+    assert settings.npu_device_id == 0
+    kernel_dir = container_kernel_dir(settings, image, repo_root)
+    assert bind_mounts(service)[str(kernel_dir)] == str(repo_root / "kernels" / "build")
 
 
 def test_prometheus_and_grafana_mounts_match_their_configs(config, repo_root):
