@@ -135,11 +135,13 @@ def test_waiters_start_in_arrival_order_as_slots_free():
         tasks = []
         for i in range(4):
             tasks.append(asyncio.create_task(controller.run(tracked(i), audio_seconds=LONG_AUDIO)))
-            await wait_until(lambda: controller.running + controller.waiting == i + 1, "admitted")
+            await wait_until(
+                lambda i=i: controller.running + controller.waiting == i + 1, "admitted"
+            )
         assert controller.waiting == 3
         assert depth(registry) == 3
         for i in range(4):
-            await wait_until(lambda: jobs[i].started.is_set(), f"job {i} started")
+            await wait_until(jobs[i].started.is_set, f"job {i} started")
             assert started_order == list(range(i + 1))
             assert depth(registry) == 3 - i
             jobs[i].release.set()
@@ -238,17 +240,17 @@ def test_the_deadline_scales_with_audio_duration():
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [
-        dict(max_concurrent=0, max_queue=1, timeout_base_seconds=1, timeout_per_audio_second=1),
-        dict(max_concurrent=1, max_queue=-1, timeout_base_seconds=1, timeout_per_audio_second=1),
-        dict(max_concurrent=1, max_queue=1, timeout_base_seconds=0, timeout_per_audio_second=1),
-        dict(max_concurrent=1, max_queue=1, timeout_base_seconds=1, timeout_per_audio_second=-1),
-    ],
+    ("concurrent", "queue", "base", "per_second"),
+    [(0, 1, 1, 1), (1, -1, 1, 1), (1, 1, 0, 1), (1, 1, 1, -1)],
 )
-def test_impossible_limits_are_refused(fields):
+def test_impossible_limits_are_refused(concurrent, queue, base, per_second):
     with pytest.raises(ValueError):
-        AdmissionLimits(**fields)
+        AdmissionLimits(
+            max_concurrent=concurrent,
+            max_queue=queue,
+            timeout_base_seconds=base,
+            timeout_per_audio_second=per_second,
+        )
 
 
 def test_a_client_that_disconnects_while_queued_never_starts():
