@@ -6,9 +6,10 @@ compared in constant time as UTF-8 bytes (on their SHA-256 digests, so not even 
 leaks). Health, readiness and metrics stay open for probes and scrapers unless the service
 protects them too.
 CORS is off unless origins are listed.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must resolve the dependency annotation
+of the closure below at runtime.
+"""
 
 import hashlib
 import hmac
