@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("bench_mel", "doctor")
+COMMAND_MODULES: tuple[str, ...] = ("bench_mel", "doctor", "bench_load")
 
 
 def build_parser() -> argparse.ArgumentParser:
