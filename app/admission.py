@@ -1,6 +1,6 @@
 """Admission control: bounded concurrent model work, a bounded wait queue, per-request deadlines.
 
-Every transcription goes through :meth:`AdmissionController.run`. At most ``max_concurrent``
+Every transcription holds a slot (:meth:`AdmissionController.admit`) for its model work. At most ``max_concurrent``
 runs execute at once, each on a thread of a pool of exactly that size, so model work never blocks
 the event loop and ``/health``, ``/ready`` and ``/metrics`` never queue behind it. At most
 ``max_queue`` requests wait, first come first served; beyond that a request is refused at once
@@ -16,15 +16,15 @@ whose client hangs up while it is queued leaves the queue and never starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-import functools
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -124,7 +124,7 @@ class AdmissionController:
         )
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._mean_run_seconds: float | None = None
+        self._mean_slot_seconds: float | None = None
 
     @property
     def running(self) -> int:
@@ -136,10 +136,30 @@ class AdmissionController:
         return len(self._waiters)
 
     def retry_after_seconds(self) -> int:
-        """A client refused now should try again after about one run: by then a place is free."""
-        if self._mean_run_seconds is None:
+        """A client refused now should try again after about one request: a place is free then."""
+        if self._mean_slot_seconds is None:
             return 1
-        return max(1, math.ceil(self._mean_run_seconds))
+        return max(1, math.ceil(self._mean_slot_seconds))
+
+    @contextlib.asynccontextmanager
+    async def admit(
+        self, *, audio_seconds: float = 0.0, is_disconnected: DisconnectProbe | None = None
+    ) -> AsyncIterator[Slot]:
+        """Hold one slot for the ``async with`` block; its work goes through :meth:`Slot.run`.
+
+        The deadline starts now, with the allowance for ``audio_seconds``; a request that only
+        learns its duration by decoding inside the slot adds it with :meth:`Slot.allow_for_audio`.
+        Raises :class:`QueueFull`, :class:`DeadlineExceeded` (still queued at the deadline) or
+        :class:`ClientDisconnected` (``is_disconnected`` said so before the slot was used).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = self.limits.deadline_seconds(audio_seconds)
+        await self._acquire(loop.time() + deadline, deadline, is_disconnected)
+        slot = Slot(self, deadline)
+        try:
+            yield slot
+        finally:
+            slot.close()
 
     async def run(
         self,
@@ -148,17 +168,9 @@ class AdmissionController:
         audio_seconds: float,
         is_disconnected: DisconnectProbe | None = None,
     ) -> T:
-        """Run ``work()`` on a model thread once a slot is free and return its result.
-
-        Raises :class:`QueueFull` when the queue is full, :class:`DeadlineExceeded` when the
-        deadline passes (queued or running), :class:`ClientDisconnected` when ``is_disconnected``
-        reports the client gone before the work started; whatever ``work`` raises otherwise.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = self.limits.deadline_seconds(audio_seconds)
-        expires_at = loop.time() + deadline
-        await self._acquire(expires_at, deadline, is_disconnected)
-        return await self._run_in_slot(work, expires_at, deadline)
+        """Admit, run ``work()`` on a model thread within the deadline, return its result."""
+        async with self.admit(audio_seconds=audio_seconds, is_disconnected=is_disconnected) as slot:
+            return await slot.run(work)
 
     def close(self) -> None:
         """Wait for running work to end and stop the pool's threads; idempotent."""
@@ -215,33 +227,11 @@ class AdmissionController:
             if granted.done():
                 return
 
-    async def _run_in_slot(self, work: Callable[[], T], expires_at: float, deadline: float) -> T:
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        try:
-            future = loop.run_in_executor(self._executor, context.run, work)
-        except BaseException:
-            self._release()
-            raise
-        future.add_done_callback(functools.partial(self._finish_run, loop.time()))
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(future), timeout=max(expires_at - loop.time(), 0.0)
-            )
-        except TimeoutError:
-            self._count(RejectReason.DEADLINE_EXCEEDED)
-            raise DeadlineExceeded(
-                f"The transcription did not finish within its deadline of {deadline:.1f} s "
-                "(a base allowance plus time per second of audio)."
-            ) from None
-
-    def _finish_run(self, started_at: float, future: asyncio.Future) -> None:
-        """Done-callback of every run: frees its slot whether anyone still awaits it or not."""
-        if not future.cancelled():
-            future.exception()  # retrieved here, so an abandoned run's error is not logged as lost
-        elapsed = asyncio.get_running_loop().time() - started_at
-        previous = self._mean_run_seconds
-        self._mean_run_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+    def _slot_ended(self, held_seconds: float) -> None:
+        previous = self._mean_slot_seconds
+        self._mean_slot_seconds = (
+            held_seconds if previous is None else 0.8 * previous + 0.2 * held_seconds
+        )
         self._release()
 
     def _release(self) -> None:
@@ -260,3 +250,70 @@ class AdmissionController:
 
     def _count(self, reason: RejectReason) -> None:
         self._metrics.rejected.labels(reason=reason.value).inc()
+
+
+class Slot:
+    """One admitted request's right to run model work, one call at a time, until its deadline.
+
+    The slot is given back when the ``async with`` block ends, or, if a run outlived the block
+    (deadline passed, client gone, task cancelled), when that run's thread finishes.
+    """
+
+    def __init__(self, controller: AdmissionController, deadline: float) -> None:
+        self._controller = controller
+        self._loop = asyncio.get_running_loop()
+        self._granted_at = self._loop.time()
+        self.deadline_seconds = deadline
+        self._expires_at = self._granted_at + deadline
+        self._pending: asyncio.Future | None = None
+        self._closed = False
+
+    def allow_for_audio(self, audio_seconds: float) -> None:
+        """Extend the deadline by the per-second allowance for ``audio_seconds`` of audio."""
+        extra = self._controller.limits.timeout_per_audio_second * max(audio_seconds, 0.0)
+        self.deadline_seconds += extra
+        self._expires_at += extra
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work()`` on a model thread; :class:`DeadlineExceeded` if the deadline comes first."""
+        if self._closed:
+            raise RuntimeError("the slot has been given back")
+        if self._pending is not None and not self._pending.done():
+            raise RuntimeError("the previous run in this slot has not finished")
+        remaining = self._expires_at - self._loop.time()
+        if remaining <= 0:
+            self._deadline_passed()
+        context = contextvars.copy_context()
+        future = self._loop.run_in_executor(self._controller._executor, context.run, work)
+        future.add_done_callback(_retrieve_exception)
+        self._pending = future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
+        except TimeoutError:
+            self._deadline_passed()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _: self._give_back())
+        else:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        self._controller._slot_ended(self._loop.time() - self._granted_at)
+
+    def _deadline_passed(self) -> NoReturn:
+        self._controller._count(RejectReason.DEADLINE_EXCEEDED)
+        raise DeadlineExceeded(
+            f"The transcription did not finish within its deadline of "
+            f"{self.deadline_seconds:.1f} s (a base allowance plus time per second of audio)."
+        )
+
+
+def _retrieve_exception(future: asyncio.Future) -> None:
+    """Mark an abandoned run's error as seen, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

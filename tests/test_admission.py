@@ -438,3 +438,40 @@ def test_refusals_answer_in_the_api_error_shape():
         assert late_response.status_code == 504
         assert late_response.json()["error"]["type"] == "timeout_error"
         assert late_response.json()["error"]["message"] == "Too slow."
+
+
+def test_a_slot_learns_its_audio_duration_late_and_extends_its_deadline():
+    @scenario(concurrent=1, queue=0, base=0.05, per_second=1.0)
+    async def check(controller, registry):
+        async with controller.admit() as slot:
+            assert await slot.run(lambda: 1000.0) == 1000.0  # "decode": the duration
+            slot.allow_for_audio(1000.0)
+            assert slot.deadline_seconds == pytest.approx(1000.05)
+            job = BlockedJob("transcript")
+            task = asyncio.create_task(slot.run(job))
+            await wait_until(job.started.is_set, "transcription running")
+            await asyncio.sleep(0.2)  # well past the base allowance alone
+            job.release.set()
+            assert await task == "transcript"
+        assert controller.running == 0
+        assert rejected(registry, "deadline_exceeded") == 0
+
+    run_scenario(check)
+
+
+def test_a_slot_runs_one_call_at_a_time_and_not_after_it_is_given_back():
+    @scenario(concurrent=1, queue=0)
+    async def check(controller, registry):
+        job = BlockedJob("first")
+        async with controller.admit(audio_seconds=LONG_AUDIO) as slot:
+            first = asyncio.create_task(slot.run(job))
+            await wait_until(job.started.is_set, "first run started")
+            with pytest.raises(RuntimeError, match="not finished"):
+                await slot.run(lambda: "second")
+            job.release.set()
+            assert await first == "first"
+        with pytest.raises(RuntimeError, match="given back"):
+            await slot.run(lambda: "late")
+        assert controller.running == 0
+
+    run_scenario(check)
