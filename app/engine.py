@@ -1,0 +1,344 @@
+"""WhisperX with the runtime's log-mel front-end: the one transcription engine of the service.
+
+:class:`RuntimeFeaturePipeline` is WhisperX's ``FasterWhisperPipeline`` with two methods
+replaced: the per-chunk feature extraction (``preprocess``) and language detection both call
+``runtime.process_audio_to_features`` instead of ``whisperx.audio.log_mel_spectrogram``.
+Everything else (VAD, chunk merging, batching, decoding) is WhisperX's own code, so transcripts
+equal stock WhisperX's whenever the features do.
+
+:class:`ScoredWhisperModel` keeps WhisperX's batched decoding and also hands back, per chunk, the
+generated token ids and CTranslate2's no-speech probability, which OpenAI's ``verbose_json``
+reports and WhisperX drops.
+
+:class:`Engine` owns the pipeline, the alignment models and the lock that serialises model
+use (the pipeline keeps per-call state), and times each stage of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import whisperx
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio
+from whisperx.asr import FasterWhisperPipeline, WhisperModel
+
+from app.errors import AlignmentUnavailable, InvalidRequest
+from app.settings import Settings
+from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+DEVICE = "cpu"
+
+
+class _GenerationRecorder:
+    """Stands in for the CTranslate2 model during one batched decode, asking it for the
+    no-speech probability too and keeping the raw results."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.results: list = []
+
+    def generate(self, *args: Any, **kwargs: Any) -> list:
+        self.results = self._model.generate(*args, return_no_speech_prob=True, **kwargs)
+        return self.results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class ScoredWhisperModel(WhisperModel):
+    """WhisperX's batched model that also returns ``tokens`` and ``no_speech_prob`` per chunk."""
+
+    def generate_segment_batched(self, features, tokenizer, options, encoder_output=None):
+        model = self.model
+        recorder = _GenerationRecorder(model)
+        self.model = recorder
+        try:
+            outputs = super().generate_segment_batched(features, tokenizer, options, encoder_output)
+        finally:
+            self.model = model
+        outputs["tokens"] = [
+            [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+            for result in recorder.results
+        ]
+        outputs["no_speech_prob"] = [result.no_speech_prob for result in recorder.results]
+        return outputs
+
+
+class RuntimeFeaturePipeline(FasterWhisperPipeline):
+    """WhisperX's pipeline taking its log-mel features from a ``UnifiedNPURuntime``."""
+
+    def __init__(self, *args: Any, runtime: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+        self.mel_seconds = 0.0
+        self.chunk_scores: list[dict] = []
+        self._call_batch_size: int | None = None
+
+    @classmethod
+    def from_pipeline(cls, pipeline: FasterWhisperPipeline, runtime: Any) -> RuntimeFeaturePipeline:
+        """The same model, VAD and options as ``pipeline`` (from ``whisperx.load_model``)."""
+        return cls(
+            model=pipeline.model,
+            vad=pipeline.vad_model,
+            vad_params=pipeline._vad_params,
+            options=pipeline.options,
+            tokenizer=pipeline.tokenizer,
+            language=pipeline.preset_language,
+            suppress_numerals=pipeline.suppress_numerals,
+            runtime=runtime,
+        )
+
+    @property
+    def n_mels(self) -> int:
+        return self.model.feat_kwargs.get("feature_size") or 80
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them."""
+        audio = audio[:N_SAMPLES]
+        started = time.perf_counter()
+        features = self.runtime.process_audio_to_features(
+            np.ascontiguousarray(audio, dtype=np.float32), padding=N_SAMPLES - audio.shape[0]
+        )
+        self.mel_seconds += time.perf_counter() - started
+        return features
+
+    def preprocess(self, audio):
+        return {"inputs": torch.from_numpy(self.features(audio["inputs"]))}
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        encoder_output = self.model.encode(self.features(audio))
+        language_token, probability = self.model.model.detect_language(encoder_output)[0][0]
+        language = language_token[2:-2]
+        logger.info("detected language %s (%.2f) in the first 30 s", language, probability)
+        return language
+
+    def postprocess(self, model_outputs):
+        tokens, no_speech_prob = model_outputs["tokens"], model_outputs["no_speech_prob"]
+        if self._call_batch_size in (0, 1, None):
+            tokens, no_speech_prob = tokens[0], no_speech_prob[0]
+        self.chunk_scores.append({"tokens": list(tokens), "no_speech_prob": float(no_speech_prob)})
+        return model_outputs
+
+    def transcribe(self, audio, batch_size=None, *args, **kwargs):
+        self.mel_seconds = 0.0
+        self.chunk_scores = []
+        self._call_batch_size = batch_size or self._batch_size
+        return super().transcribe(audio, batch_size, *args, **kwargs)
+
+
+@dataclass
+class Transcription:
+    """What the engine hands to the formatters."""
+
+    language: str
+    duration: float
+    segments: list[dict]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(segment["text"] for segment in self.segments).strip()
+
+
+class Engine:
+    """One WhisperX pipeline on one runtime, used by one request at a time."""
+
+    def __init__(self, pipeline: RuntimeFeaturePipeline, settings: Settings) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._aligners: dict[str, tuple[Any, dict]] = {}
+
+    @classmethod
+    def load(cls, settings: Settings, runtime: Any) -> Engine:
+        """Load the Whisper model named in ``settings`` and wrap it around ``runtime``."""
+        model = ScoredWhisperModel(
+            settings.model,
+            device=DEVICE,
+            compute_type=settings.compute_type,
+            download_root=str(settings.model_cache_dir) if settings.model_cache_dir else None,
+            cpu_threads=settings.cpu_threads,
+        )
+        pipeline = whisperx.load_model(
+            settings.model,
+            device=DEVICE,
+            compute_type=settings.compute_type,
+            language=settings.language,
+            vad_method=settings.vad_method,
+            model=model,
+            threads=settings.cpu_threads,
+        )
+        engine = cls(RuntimeFeaturePipeline.from_pipeline(pipeline, runtime), settings)
+        if runtime_n_mels(runtime) not in (None, engine.pipeline.n_mels):
+            raise ValueError(
+                f"the runtime computes {runtime_n_mels(runtime)} mel bands but the model "
+                f"expects {engine.pipeline.n_mels}"
+            )
+        return engine
+
+    @property
+    def n_mels(self) -> int:
+        return self.pipeline.n_mels
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return self.pipeline.model.supported_languages
+
+    def warm_up(self) -> None:
+        """One encoder + decoder pass over a second of silence."""
+        silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        with self._lock:
+            features = self.pipeline.features(silence)[np.newaxis]
+            tokenizer = Tokenizer(self.pipeline.model.hf_tokenizer,
+                                  self.pipeline.model.model.is_multilingual,
+                                  task="transcribe", language="en")
+            self.pipeline.model.generate_segment_batched(features, tokenizer, self.pipeline.options)
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        initial_prompt: str | None = None,
+        batch_size: int | None = None,
+        word_timestamps: bool = False,
+    ) -> Transcription:
+        language = language or self.settings.language
+        self._check_request(language, task)
+        batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
+        with self._lock, self._options(initial_prompt=initial_prompt):
+            started = time.perf_counter()
+            result = self.pipeline.transcribe(audio, batch_size=batch_size, language=language,
+                                              task=task)
+            asr_seconds = time.perf_counter() - started
+            stages = {"mel": self.pipeline.mel_seconds,
+                      "asr": max(asr_seconds - self.pipeline.mel_seconds, 0.0)}
+            segments = _scored_segments(result["segments"], self.pipeline.chunk_scores)
+        if word_timestamps:
+            started = time.perf_counter()
+            segments = self._align(segments, audio, result["language"])
+            stages["align"] = time.perf_counter() - started
+        return Transcription(language=result["language"], duration=audio.shape[0] / SAMPLE_RATE,
+                             segments=segments, stage_seconds=stages)
+
+    def _check_request(self, language: str | None, task: str) -> None:
+        if task not in ("transcribe", "translate"):
+            raise InvalidRequest(f"task must be 'transcribe' or 'translate', not {task!r}",
+                                 param="task")
+        if language is not None and language not in self.supported_languages:
+            raise InvalidRequest(
+                f"language {language!r} is not one this model knows (ISO 639-1 codes such as "
+                f"'en', 'de')", param="language")
+        if task == "translate" and not self.pipeline.model.model.is_multilingual:
+            raise InvalidRequest("this model is English-only and cannot translate", param="task")
+
+    @contextmanager
+    def _options(self, **changes: Any) -> Iterator[None]:
+        original = self.pipeline.options
+        self.pipeline.options = replace(original, **changes)
+        try:
+            yield
+        finally:
+            self.pipeline.options = original
+
+    def _align(self, segments: list[dict], audio: np.ndarray, language: str) -> list[dict]:
+        if not segments:
+            return segments
+        model, metadata = self.aligner(language)
+        with self._lock:
+            aligned = whisperx.align(
+                [{"text": s["text"], "start": s["start"], "end": s["end"]} for s in segments],
+                model, metadata, audio, DEVICE, return_char_alignments=False,
+            )
+        words_by_segment = _words_by_segment(aligned["segments"], segments)
+        return [dict(segment, words=words) for segment, words in zip(segments, words_by_segment)]
+
+    def aligner(self, language: str) -> tuple[Any, dict]:
+        """The wav2vec2 alignment model for ``language``, loaded once; 422 when it cannot be."""
+        with self._lock:
+            if language not in self._aligners:
+                _require_sentence_splitter(language)
+                name = self.settings.align_model
+                try:
+                    self._aligners[language] = whisperx.load_align_model(
+                        language, DEVICE, model_name=name,
+                        model_dir=str(self.settings.model_cache_dir)
+                        if self.settings.model_cache_dir else None,
+                    )
+                except Exception as error:  # noqa: BLE001 - any load failure means "unavailable"
+                    raise AlignmentUnavailable(
+                        f"word timestamps need a wav2vec2 alignment model for language "
+                        f"{language!r} ({name or 'WhisperX default'}), which could not be "
+                        f"loaded: {error}. Set AMANUENSIS_ALIGN_MODEL to a local model "
+                        f"directory or allow the download.",
+                        param="timestamp_granularities",
+                    ) from error
+            return self._aligners[language]
+
+
+def runtime_n_mels(runtime: Any) -> int | None:
+    return getattr(runtime, "n_mels", None)
+
+
+def _require_sentence_splitter(language: str) -> None:
+    """WhisperX alignment needs NLTK's Punkt tables; say so instead of failing mid-request."""
+    import nltk
+    from whisperx.utils import PUNKT_LANGUAGES
+
+    punkt_language = PUNKT_LANGUAGES.get(language, "english")
+    try:
+        nltk.data.find(f"tokenizers/punkt_tab/{punkt_language}/")
+    except LookupError as error:
+        raise AlignmentUnavailable(
+            f"word timestamps need NLTK's 'punkt_tab' sentence splitter for {punkt_language!r}, "
+            f"which is not installed: run `python -m nltk.downloader punkt_tab` or point "
+            f"NLTK_DATA at a directory holding it.",
+            param="timestamp_granularities",
+        ) from error
+
+
+def _scored_segments(segments: list[dict], scores: list[dict]) -> list[dict]:
+    if len(segments) != len(scores):
+        raise RuntimeError(f"{len(segments)} segments but {len(scores)} decoded chunks")
+    out = []
+    for index, (segment, score) in enumerate(zip(segments, scores)):
+        out.append({
+            "id": index,
+            "seek": int(round(segment["start"] * SAMPLE_RATE / 160)),
+            "start": float(segment["start"]),
+            "end": float(segment["end"]),
+            "text": segment["text"],
+            "tokens": score["tokens"],
+            "temperature": 0.0,
+            "avg_logprob": float(segment["avg_logprob"]),
+            "compression_ratio": get_compression_ratio(segment["text"]) if segment["text"] else 0.0,
+            "no_speech_prob": score["no_speech_prob"],
+        })
+    return out
+
+
+def _words_by_segment(aligned: list[dict], segments: list[dict]) -> list[list[dict]]:
+    """Assign each aligned word to the transcribed segment whose span holds its midpoint
+    (WhisperX may split one segment into several sentences)."""
+    words: list[list[dict]] = [[] for _ in segments]
+    for aligned_segment in aligned:
+        for word in aligned_segment.get("words", []):
+            start = word.get("start", aligned_segment["start"])
+            end = word.get("end", aligned_segment["end"])
+            middle = (start + end) / 2
+            index = next((i for i, s in enumerate(segments) if s["start"] <= middle <= s["end"]),
+                         len(segments) - 1)
+            words[index].append({"word": word["word"], "start": float(start), "end": float(end),
+                                 "probability": float(word.get("score", 0.0))})
+    return words

@@ -1,0 +1,129 @@
+"""One error shape for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+
+Code raises a typed :class:`APIError` (an ``HTTPException``, so FastAPI's own body parsing
+lets it through untouched); :func:`install_error_handlers` turns it, FastAPI's validation
+errors, Starlette's HTTP errors (404, 405, 413 from the body limit) and anything unexpected into
+that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(HTTPException):
+    """An error a client sees; ``status_code`` and ``code`` say which."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(status_code=self.status_code, detail=message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(APIError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class EmptyAudio(APIError):
+    status_code = 400
+    code = "empty_audio"
+
+
+class UploadTooLarge(APIError):
+    status_code = 413
+    code = "upload_too_large"
+
+
+class UnsupportedMedia(APIError):
+    status_code = 415
+    code = "unsupported_media"
+
+
+class AlignmentUnavailable(APIError):
+    """Word timestamps were asked for but the alignment model for the language cannot load."""
+
+    status_code = 422
+    code = "alignment_model_unavailable"
+
+
+class NotReady(APIError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+def error_body(status: int, message: str, param: str | None, code: str | None) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _api_error(_: Request, error: APIError) -> JSONResponse:
+    return error_response(error.status_code, error.message, error.param, error.code)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
+
+
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    message = str(error.detail)
+    if error.status_code == 413:
+        message = "the request body is larger than the upload limit (AMANUENSIS_MAX_UPLOAD_BYTES)"
+    return error_response(
+        error.status_code, message, None,
+        _HTTP_CODES.get(error.status_code, f"http_{error.status_code}"),
+        headers=getattr(error, "headers", None),
+    )
+
+
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+    param = ".".join(location) or None
+    return error_response(400, f"{param or 'request'}: {first.get('msg', 'invalid value')}",
+                          param, "invalid_request")
+
+
+async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
+    logger.exception("unexpected error while handling a request")
+    return error_response(500, f"internal error: {type(error).__name__}", None, "internal_error")

@@ -1,0 +1,153 @@
+"""The app factory (``uvicorn --factory app.main:create_app``) and its lifespan.
+
+Start-up creates the one :class:`~npu.runtime.UnifiedNPURuntime` and loads the WhisperX model
+once (then warms it up) on a background thread, so ``/health`` answers at once and ``/ready``
+says 503 until the model is in. A model that cannot load leaves the process up: ``/ready``
+keeps answering 503 with the reason and how to fix it, and the log says so once. Shutdown
+closes the runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+
+from app.engine import Engine
+from app.errors import NotReady, install_error_handlers
+from app.metrics import ServiceMetrics
+from app.settings import Settings
+
+logger = logging.getLogger("amanuensis")
+
+
+@dataclass
+class ServiceState:
+    """What the routes share: settings, metrics, and the runtime and engine once loaded."""
+
+    settings: Settings
+    runtime: Any = None
+    engine: Engine | None = None
+    problem: str | None = "the model is still loading"
+    problem_code: str = "model_loading"
+    started_at: float = field(default_factory=time.time)
+    metrics: ServiceMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = ServiceMetrics(self.runtime_metrics)
+
+    def runtime_metrics(self) -> dict | None:
+        return self.runtime.get_performance_metrics() if self.runtime is not None else None
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.settings.model).name if Path(self.settings.model).is_dir() else \
+            self.settings.model
+
+    def ready_engine(self) -> Engine:
+        """The engine, or 503 saying why there is none."""
+        if self.engine is None:
+            raise NotReady(self.problem or "the model is not loaded", code=self.problem_code)
+        return self.engine
+
+
+def create_runtime(settings: Settings) -> Any:
+    """The process-wide runtime for ``settings.mel_backend`` (``cpu`` never touches the NPU)."""
+    from npu.runtime import UnifiedNPURuntime
+
+    return UnifiedNPURuntime(
+        device_id=settings.npu_device_id,
+        enable_mel=settings.mel_backend != "cpu",
+        fallback_to_cpu=settings.mel_backend != "npu",
+        kernel_dir=settings.kernel_dir,
+    )
+
+
+def load(state: ServiceState) -> None:
+    """Create the runtime, load and warm up the model; record why when it fails."""
+    settings = state.settings
+    started = time.perf_counter()
+    try:
+        state.runtime = create_runtime(settings)
+    except Exception as error:  # noqa: BLE001 - reported through /ready and the log
+        _fail(state, "runtime_unavailable",
+              f"the compute runtime could not start with AMANUENSIS_MEL_BACKEND="
+              f"{settings.mel_backend}: {error}. Fix: set AMANUENSIS_MEL_BACKEND=auto (falls back "
+              f"to the CPU) or cpu, or install the NPU driver and kernels.")
+        return
+    try:
+        engine = Engine.load(settings, state.runtime)
+        if settings.warmup:
+            engine.warm_up()
+    except Exception as error:  # noqa: BLE001 - reported through /ready and the log
+        _fail(state, "model_unavailable",
+              f"the model {settings.model!r} could not be loaded: {type(error).__name__}: {error}. "
+              f"Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory (`amanuensis "
+              f"tiny-model DIR` writes a random-weights test model), or allow this host to "
+              f"download it from huggingface.co.")
+        return
+    state.metrics.model_load_seconds.set(time.perf_counter() - started)
+    state.engine = engine
+    state.problem = None
+    logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model,
+                time.perf_counter() - started, state.runtime.mel_backend_name,
+                state.runtime.mel_backend_reason)
+
+
+def _fail(state: ServiceState, code: str, message: str) -> None:
+    state.problem, state.problem_code = message, code
+    logger.error("not ready: %s", message)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load", daemon=True)
+    loader.start()
+    try:
+        yield
+    finally:
+        loader.join()
+        if state.runtime is not None:
+            state.runtime.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from app.routes import router
+
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Amanuensis",
+        summary="Speech to text on WhisperX, OpenAI-compatible",
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.service = ServiceState(settings)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.middleware("http")(_count_requests)
+    return app
+
+
+async def _count_requests(request: Request, call_next):
+    """Requests by endpoint (the route's path template, never the raw URL) and status."""
+    metrics = request.app.state.service.metrics
+    metrics.in_flight.inc()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.in_flight.dec()
+        metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)

@@ -1,0 +1,86 @@
+"""Prometheus metrics, one registry per app (names are a contract with the dashboard).
+
+Request-side metrics are updated by the request middleware and the transcription route; the
+runtime's own counts (fallbacks by reason, which mel back-end is active) are read from
+``runtime.get_performance_metrics()`` at scrape time, so they are never out of step with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from npu.backend import FallbackReason
+
+MEL_BACKENDS = ("npu-batch", "npu-frame", "cpu")
+STAGES = ("decode", "mel", "asr", "align", "format")
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+
+
+class ServiceMetrics:
+    """Every ``amanuensis_*`` metric of one app."""
+
+    def __init__(self, runtime_metrics: Callable[[], dict | None]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "amanuensis_requests", "HTTP requests by endpoint and status",
+            ["endpoint", "status"], registry=self.registry)
+        self.request_duration = Histogram(
+            "amanuensis_request_duration_seconds", "HTTP request duration",
+            ["endpoint"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.audio_seconds = Counter(
+            "amanuensis_audio_seconds", "seconds of audio transcribed", registry=self.registry)
+        self.processing_seconds = Counter(
+            "amanuensis_processing_seconds", "seconds spent transcribing (decode to format)",
+            registry=self.registry)
+        self.realtime_factor = Histogram(
+            "amanuensis_realtime_factor", "audio seconds per processing second, per request",
+            buckets=REALTIME_BUCKETS, registry=self.registry)
+        self.stage_duration = Histogram(
+            "amanuensis_stage_duration_seconds", "time per request stage",
+            ["stage", "mel_backend"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge(
+            "amanuensis_requests_in_flight", "requests being handled", registry=self.registry)
+        self.model_load_seconds = Gauge(
+            "amanuensis_model_load_seconds", "time the model took to load (and warm up)",
+            registry=self.registry)
+        self.registry.register(_RuntimeCollector(runtime_metrics))
+
+    def observe_transcription(self, *, audio_seconds: float, processing_seconds: float,
+                              stage_seconds: dict[str, float], mel_backend: str) -> None:
+        self.audio_seconds.inc(audio_seconds)
+        self.processing_seconds.inc(processing_seconds)
+        if processing_seconds > 0:
+            self.realtime_factor.observe(audio_seconds / processing_seconds)
+        for stage, seconds in stage_seconds.items():
+            self.stage_duration.labels(stage=stage, mel_backend=mel_backend).observe(seconds)
+
+
+class _RuntimeCollector(Collector):
+    """Fallback counts and the active back-end, read from the runtime when scraped."""
+
+    def __init__(self, runtime_metrics: Callable[[], dict | None]) -> None:
+        self._runtime_metrics = runtime_metrics
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        metrics = self._runtime_metrics() or {}
+        fallbacks = metrics.get("fallbacks", {})
+        counter = CounterMetricFamily("amanuensis_mel_fallbacks", "mel back-end fallbacks by reason",
+                                      labels=["reason"])
+        for reason in FallbackReason:
+            counter.add_metric([reason.value], float(fallbacks.get(reason.value, 0)))
+        yield counter
+        active = metrics.get("mel_backend")
+        info = GaugeMetricFamily("amanuensis_mel_backend_info",
+                                 "1 for the active mel back-end, 0 for the others",
+                                 labels=["backend"])
+        for backend in MEL_BACKENDS:
+            info.add_metric([backend], 1.0 if backend == active else 0.0)
+        yield info

@@ -1,0 +1,210 @@
+"""HTTP routes: ``/transcribe``, OpenAI's audio endpoints, models, health, readiness, status,
+metrics.
+
+Handlers are plain ``def`` functions, so FastAPI runs them (decoding, the model, formatting) in
+its threadpool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.audio import decode_audio
+from app.engine import Transcription
+from app.errors import InvalidRequest
+from app.formatting import (
+    ResponseFormat,
+    openai_body,
+    render_text,
+    service_body,
+)
+from app.main import ServiceState
+
+router = APIRouter()
+Task = Literal["transcribe", "translate"]
+Granularity = Literal["word", "segment"]
+
+
+def service_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(service_state)]
+
+
+class _Clock:
+    """Per-request stage timer (decode, mel, asr, align, format)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _transcribe(state: ServiceState, upload: UploadFile, clock: _Clock, **options) -> Transcription:
+    engine = state.ready_engine()
+    started = time.perf_counter()
+    audio = decode_audio(upload.file)
+    clock.stages["decode"] = time.perf_counter() - started
+    transcription = engine.transcribe(audio, **options)
+    clock.stages.update(transcription.stage_seconds)
+    return transcription
+
+
+def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, render) -> Response:
+    started = time.perf_counter()
+    response = render(clock)
+    clock.stages["format"] = time.perf_counter() - started
+    state.metrics.observe_transcription(
+        audio_seconds=transcription.duration,
+        processing_seconds=clock.elapsed(),
+        stage_seconds=clock.stages,
+        mel_backend=state.runtime.mel_backend_name,
+    )
+    return response
+
+
+@router.post("/transcribe", summary="Transcribe an audio file")
+def transcribe(
+    state: State,
+    file: Annotated[UploadFile, File(description="audio in any common container/codec")],
+    language: Annotated[str | None, Form()] = None,
+    task: Annotated[Task, Form()] = "transcribe",
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    word_timestamps: Annotated[bool, Form()] = False,
+    initial_prompt: Annotated[str | None, Form()] = None,
+    batch_size: Annotated[int | None, Form(ge=1, le=64)] = None,
+) -> Response:
+    clock = _Clock()
+    transcription = _transcribe(
+        state, file, clock, language=language or None, task=task, initial_prompt=initial_prompt,
+        batch_size=batch_size, word_timestamps=word_timestamps)
+
+    def render(clock: _Clock) -> Response:
+        if response_format in ("text", "srt", "vtt"):
+            return render_text(transcription, response_format)
+        return JSONResponse(service_body(
+            transcription, words=word_timestamps, verbose=response_format == "verbose_json",
+            processing_time=clock.elapsed(), mel_backend=state.runtime.mel_backend_name))
+
+    return _finish(state, transcription, clock, render)
+
+
+def _openai(
+    state: ServiceState,
+    *,
+    task: Task,
+    file: UploadFile,
+    language: str | None,
+    prompt: str | None,
+    response_format: ResponseFormat,
+    granularities: list[str],
+) -> Response:
+    unknown = sorted(set(granularities) - {"word", "segment"})
+    if unknown:
+        raise InvalidRequest(f"timestamp_granularities must be 'word' or 'segment', not {unknown}",
+                             param="timestamp_granularities")
+    words = "word" in granularities
+    if words and response_format != "verbose_json":
+        raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
+                             param="timestamp_granularities")
+    clock = _Clock()
+    transcription = _transcribe(state, file, clock, language=language or None, task=task,
+                                initial_prompt=prompt or None, word_timestamps=words)
+
+    def render(_: _Clock) -> Response:
+        if response_format in ("text", "srt", "vtt"):
+            return render_text(transcription, response_format)
+        return JSONResponse(openai_body(
+            transcription, response_format, task=task, words=words,
+            segments=not granularities or "segment" in granularities))
+
+    return _finish(state, transcription, clock, render)
+
+
+OpenAIFile = Annotated[UploadFile, File()]
+Model = Annotated[str | None, Form(description="accepted for compatibility; the loaded model answers")]
+Prompt = Annotated[str | None, Form()]
+Format = Annotated[ResponseFormat, Form()]
+Temperature = Annotated[float, Form(ge=0.0, le=1.0, description=(
+    "accepted for compatibility; WhisperX's batched decoding is beam search (temperature 0)"))]
+Granularities = Annotated[list[Granularity] | None, Form()]
+BracketGranularities = Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")]
+
+
+@router.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription")
+def openai_transcriptions(
+    state: State,
+    file: OpenAIFile,
+    model: Model = None,
+    language: Annotated[str | None, Form()] = None,
+    prompt: Prompt = None,
+    response_format: Format = "json",
+    temperature: Temperature = 0.0,
+    timestamp_granularities: Granularities = None,
+    timestamp_granularities_brackets: BracketGranularities = None,
+) -> Response:
+    return _openai(state, task="transcribe", file=file, language=language, prompt=prompt,
+                   response_format=response_format,
+                   granularities=[*(timestamp_granularities or []),
+                                  *(timestamp_granularities_brackets or [])])
+
+
+@router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English")
+def openai_translations(
+    state: State,
+    file: OpenAIFile,
+    model: Model = None,
+    prompt: Prompt = None,
+    response_format: Format = "json",
+    temperature: Temperature = 0.0,
+) -> Response:
+    return _openai(state, task="translate", file=file, language=None, prompt=prompt,
+                   response_format=response_format, granularities=[])
+
+
+@router.get("/v1/models", summary="The loaded model, OpenAI-style")
+def models(state: State) -> dict:
+    return {"object": "list", "data": [{
+        "id": state.model_id, "object": "model", "created": int(state.started_at),
+        "owned_by": "amanuensis"}]}
+
+
+@router.get("/health", summary="Liveness: the process answers")
+def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: 200 once the model and runtime are loaded")
+def ready(state: State) -> dict:
+    state.ready_engine()
+    return {"status": "ready", "model": state.settings.model,
+            "mel_backend": state.runtime.mel_backend_name}
+
+
+@router.get("/status", summary="Model, mel back-end and why, fallback counts, uptime")
+def status(state: State) -> dict:
+    runtime = state.runtime_metrics() or {}
+    return {
+        "model": state.settings.model,
+        "ready": state.engine is not None,
+        "problem": state.problem,
+        "compute_type": state.settings.compute_type,
+        "mel_backend": runtime.get("mel_backend"),
+        "mel_backend_reason": runtime.get("mel_backend_reason"),
+        "mel_fallbacks": runtime.get("fallbacks", {}),
+        "mel_backends": runtime.get("backends", {}),
+        "uptime_seconds": time.time() - state.started_at,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

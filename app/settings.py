@@ -1,0 +1,73 @@
+"""Service settings, read from ``AMANUENSIS_*`` environment variables.
+
+Every field is documented in ``config/amanuensis.env.example``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AMANUENSIS_",
+        env_nested_delimiter="__",
+        use_attribute_docstrings=True,
+        extra="ignore",
+    )
+
+    model: str = "base"
+    """WhisperX/faster-whisper model name (``tiny``, ``base``, ``small``, ``large-v3``, ...,
+    downloaded on first use) or a local CTranslate2 model directory."""
+
+    model_cache_dir: Path | None = None
+    """Where named models are downloaded and looked up; the Hugging Face cache when unset."""
+
+    compute_type: Literal["int8", "int8_float32", "int16", "float32", "default"] = "int8"
+    """CTranslate2 compute type for the Whisper model (CPU)."""
+
+    batch_size: int = Field(default=8, ge=1, le=64)
+    """How many 30 s chunks the model decodes at once; a request may ask for fewer."""
+
+    cpu_threads: int = Field(default=4, ge=1)
+    """CPU threads CTranslate2 uses for the Whisper model."""
+
+    language: str | None = None
+    """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
+
+    vad_method: Literal["pyannote", "silero"] = "pyannote"
+    """Voice-activity detector that cuts the audio into chunks (pyannote ships with WhisperX)."""
+
+    mel_backend: Literal["auto", "npu", "cpu"] = "auto"
+    """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to
+    start without it, ``cpu`` never touches the NPU."""
+
+    kernel_dir: Path = REPO_ROOT / "kernels" / "build"
+    """Directory holding the built NPU kernel artifacts (xclbin + instruction files)."""
+
+    npu_device_id: int = Field(default=0, ge=0)
+    """Which ``/dev/accel/accel<N>`` to use."""
+
+    align_model: str | None = None
+    """wav2vec2 alignment model for word timestamps: a Hugging Face name or a local directory;
+    WhisperX's default for the language when unset."""
+
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    """Largest request body accepted, in bytes; larger uploads get 413 before being read."""
+
+    warmup: bool = True
+    """Run one short transcription at start-up so the first request does not pay for it."""
+
+    host: str = "0.0.0.0"
+    """Address ``amanuensis serve`` listens on."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port ``amanuensis serve`` listens on."""
