@@ -28,7 +28,7 @@ from typing import NoReturn, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from app.refusals import Refusal
+from app.errors import APIError
 
 T = TypeVar("T")
 
@@ -43,23 +43,20 @@ class RejectReason(str, Enum):
     CLIENT_DISCONNECTED = "client_disconnected"
 
 
-class QueueFull(Refusal):
+class QueueFull(APIError):
     status_code = 429
-    error_type = "rate_limit_error"
     code = RejectReason.QUEUE_FULL.value
 
 
-class DeadlineExceeded(Refusal):
+class DeadlineExceeded(APIError):
     status_code = 504
-    error_type = "timeout_error"
     code = RejectReason.DEADLINE_EXCEEDED.value
 
 
-class ClientDisconnected(Refusal):
+class ClientDisconnected(APIError):
     """The client hung up while queued. Nobody reads the answer; 499 as nginx logs it."""
 
     status_code = 499
-    error_type = "client_closed_request"
     code = RejectReason.CLIENT_DISCONNECTED.value
 
 

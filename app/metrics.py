@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,7 @@ class ServiceMetrics:
 
     def __init__(self, runtime_metrics: Callable[[], dict | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
         self.requests = Counter(
             "amanuensis_requests", "HTTP requests by endpoint and status",
             ["endpoint", "status"], registry=self.registry)

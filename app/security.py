@@ -20,12 +20,11 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.refusals import Refusal
+from app.errors import APIError
 
 
-class AuthenticationFailed(Refusal):
+class AuthenticationFailed(APIError):
     status_code = 401
-    error_type = "authentication_error"
     code = "invalid_api_key"
 
     def __init__(self, message: str) -> None:

@@ -22,7 +22,7 @@ from app.admission import (
     DeadlineExceeded,
     QueueFull,
 )
-from app.refusals import install_refusal_handler
+from app.errors import install_error_handlers
 
 LONG_AUDIO = 1000.0  # with 1 s per audio second, a deadline no test reaches
 
@@ -192,7 +192,7 @@ def test_a_request_past_its_deadline_in_the_queue_gets_504_and_never_starts():
         with pytest.raises(DeadlineExceeded) as timed_out:
             await controller.run(victim, audio_seconds=0.0)
         assert timed_out.value.status_code == 504
-        assert timed_out.value.body()["error"]["code"] == "deadline_exceeded"
+        assert timed_out.value.code == "deadline_exceeded"
         assert "without starting" in timed_out.value.message
         assert controller.waiting == 0 and depth(registry) == 0
         assert rejected(registry, "deadline_exceeded") == 1
@@ -412,7 +412,7 @@ def test_close_leaves_no_model_threads():
 
 def test_refusals_answer_in_the_api_error_shape():
     app = FastAPI()
-    install_refusal_handler(app)
+    install_error_handlers(app)
 
     @app.get("/busy")
     async def busy():

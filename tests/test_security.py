@@ -6,7 +6,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from app.refusals import install_refusal_handler
+from app.errors import install_error_handlers
 from app.security import api_key_dependency, install_cors
 
 KEY = "s3cret-key-\u00e9"  # non-ASCII on purpose: compared as UTF-8
@@ -14,7 +14,7 @@ KEY = "s3cret-key-\u00e9"  # non-ASCII on purpose: compared as UTF-8
 
 def make_app(api_key: str | None, origins: list[str] | None = None) -> FastAPI:
     app = FastAPI()
-    install_refusal_handler(app)
+    install_error_handlers(app)
     install_cors(app, origins or [])
     guard = Depends(api_key_dependency(api_key))
 
