@@ -25,6 +25,7 @@ from app.errors import NotReady, install_error_handlers
 from app.metrics import ServiceMetrics
 from app.security import api_key_dependency, install_cors
 from app.settings import Settings
+from app.upload_limit import UploadLimitMiddleware
 
 logger = logging.getLogger("amanuensis")
 
@@ -140,7 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Amanuensis",
         summary="Speech to text on WhisperX, OpenAI-compatible",
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.service = ServiceState(settings)
     install_error_handlers(app)
@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router, dependencies=require_key)
     app.include_router(monitoring,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(_count_requests)
     return app
 
