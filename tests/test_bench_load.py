@@ -16,7 +16,9 @@ from prometheus_client import REGISTRY, generate_latest
 from app.cli import main
 from app.cli.bench_load import is_loopback_url, percentile_ms
 
-WARMUP = 3
+CLIENTS = 5
+WARMUP_BURSTS = 2
+WARMUP = CLIENTS * WARMUP_BURSTS  # requests the warm-up sends
 
 
 def scripted_status(index: int) -> int:
@@ -82,8 +84,8 @@ def test_bench_load_counts_every_answer_and_ends_with_json(scripted_server, caps
     requests = 60
     code = main(
         [
-            "bench", "load", "--clients", "5", "--requests", str(requests),
-            "--url", url, "--warmup", str(WARMUP),
+            "bench", "load", "--clients", str(CLIENTS), "--requests", str(requests),
+            "--url", url, "--warmup", str(WARMUP_BURSTS),
         ]
     )  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()

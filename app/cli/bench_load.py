@@ -1,7 +1,7 @@
 """``amanuensis bench load``: many clients at once against a live server, on this machine only.
 
 Sends ``--requests`` transcription requests from ``--clients`` concurrent connections, after a few
-sequential warm-up requests, and reports latency percentiles, throughput, answers by status and
+warm-up bursts at the same concurrency, and reports latency percentiles, throughput, answers by status and
 the server's resident memory (``process_resident_memory_bytes`` from its ``/metrics``) before and
 after the load. A 429 is an answer (the server refusing what it cannot take), not an error; a
 5xx or a request that gets no answer at all is. The last line is one JSON object; the exit
@@ -48,7 +48,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "--audio", type=Path, help="file to send (default: 3 s of synthetic tone, WAV)"
     )
     parser.add_argument("--endpoint", default="/v1/audio/transcriptions")
-    parser.add_argument("--warmup", type=int, default=4, help="sequential requests first")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="bursts of --clients requests sent first"
+    )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds before a request counts unanswered"
     )
@@ -136,10 +138,16 @@ async def drive(
     async with httpx.AsyncClient(
         base_url=base_url, timeout=timeout, limits=limits, headers=headers
     ) as client:
+        # Warm up at the same concurrency as the load, so the server's peak working set (two
+        # transcriptions at once, a full queue) is reached before memory is first sampled.
         for _ in range(warmup):
-            outcome = await send(client, endpoint, audio, filename)
-            if outcome.status != 200:
-                print(f"warm-up request failed: {outcome}", file=sys.stderr)
+            burst = await asyncio.gather(
+                *(send(client, endpoint, audio, filename) for _ in range(clients))
+            )
+            if not any(o.status == 200 for o in burst) or any(
+                o.status is None or o.status >= 500 for o in burst
+            ):
+                print(f"warm-up failed: {sorted(map(str, burst))[:3]}", file=sys.stderr)
                 return None
         rss_before = await resident_memory_bytes(client)
         remaining = iter(range(requests))
