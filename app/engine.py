@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -213,14 +213,16 @@ class Engine:
         initial_prompt: str | None = None,
         batch_size: int | None = None,
         word_timestamps: bool = False,
+        progress: Callable[[float], None] | None = None,
     ) -> Transcription:
+        """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done."""
         language = language or self.settings.language
         self._check_request(language, task)
         batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
         with self._lock, self._options(initial_prompt=initial_prompt):
             started = time.perf_counter()
             result = self.pipeline.transcribe(audio, batch_size=batch_size, language=language,
-                                              task=task)
+                                              task=task, progress_callback=progress)
             asr_seconds = time.perf_counter() - started
             stages = {"mel": self.pipeline.mel_seconds,
                       "asr": max(asr_seconds - self.pipeline.mel_seconds, 0.0)}

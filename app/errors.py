@@ -2,7 +2,7 @@
 
 Code raises a typed :class:`APIError` (an ``HTTPException``, so FastAPI's own body parsing
 lets it through untouched); :func:`install_error_handlers` turns it, FastAPI's validation
-errors, Starlette's HTTP errors (404, 405, 413 from the body limit) and anything unexpected into
+errors, Starlette's HTTP errors (404, 405) and anything unexpected into
 that shape.
 """
 
@@ -108,15 +108,12 @@ async def _api_error(_: Request, error: APIError) -> JSONResponse:
                           headers=error.headers)
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-    message = str(error.detail)
-    if error.status_code == 413:
-        message = "the request body is larger than the upload limit (AMANUENSIS_MAX_UPLOAD_BYTES)"
     return error_response(
-        error.status_code, message, None,
+        error.status_code, str(error.detail), None,
         _HTTP_CODES.get(error.status_code, f"http_{error.status_code}"),
         headers=getattr(error, "headers", None),
     )

@@ -25,7 +25,7 @@ from app.errors import NotReady, install_error_handlers
 from app.metrics import ServiceMetrics
 from app.security import api_key_dependency, install_cors
 from app.settings import Settings
-from app.upload_limit import UploadLimitMiddleware
+from app.upload_limit import UploadLimit
 
 logger = logging.getLogger("amanuensis")
 
@@ -143,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = ServiceState(settings)
+    app.state.endpoints = frozenset(
+        route.path for routes in (router, monitoring) for route in routes.routes
+    )
     install_error_handlers(app)
     install_cors(app, settings.cors_origins)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -150,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router, dependencies=require_key)
     app.include_router(monitoring,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(_count_requests)
     return app
 
@@ -166,8 +169,14 @@ async def _count_requests(request: Request, call_next):
         status = response.status_code
         return response
     finally:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
+        endpoint = _endpoint(request)
         metrics.in_flight.dec()
         metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
         metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+
+def _endpoint(request: Request) -> str:
+    """The endpoint's path (the routes have no path parameters), or ``unmatched``: label values
+    stay a fixed set whatever URLs clients send."""
+    path = request.url.path
+    return path if path in request.app.state.endpoints else "unmatched"

@@ -1,39 +1,36 @@
-"""The upload size limit, answered in the API's error shape.
+"""Refuse request bodies over the upload limit with 413, without reading the rest.
 
-A request whose ``Content-Length`` is over the limit gets 413 at once, before any of its body
-is read. A body without a length (chunked) is counted as it arrives and refused with the same
-413 as soon as it passes the limit. (Starlette's own body limit answers in plain text and
-replaces any response to an over-long request, so it cannot speak the API's error shape.)
+A declared ``Content-Length`` over the limit is answered at once, before the app sees the
+request; a body without one (chunked) is counted as it streams in and refused the moment it
+passes the limit. Either way the reply is the service's one error shape.
 """
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import UploadTooLarge, error_response
 
 
-class UploadLimitMiddleware:
+class UploadLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _refusal(self) -> UploadTooLarge:
+    def _error(self) -> UploadTooLarge:
         return UploadTooLarge(
             f"the request body is larger than the upload limit of {self.max_bytes} bytes "
-            "(AMANUENSIS_MAX_UPLOAD_BYTES)"
-        )
+            f"(AMANUENSIS_MAX_UPLOAD_BYTES)", param="file")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            refusal = self._refusal()
-            response = error_response(413, refusal.message, None, refusal.code,
-                                      headers={"Connection": "close"})
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            error = self._error()
+            response = error_response(error.status_code, error.message, error.param, error.code,
+                                      headers={"connection": "close"})
             await response(scope, receive, send)
             return
         received = 0
@@ -44,7 +41,17 @@ class UploadLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self._refusal()
+                    raise self._error()
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

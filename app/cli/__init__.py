@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("bench_mel", "doctor", "bench_load")
+COMMAND_MODULES: tuple[str, ...] = (
+    "bench_mel", "doctor", "kernels", "serve", "transcribe", "tiny", "bench_serve", "bench_load"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

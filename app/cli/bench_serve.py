@@ -1,0 +1,138 @@
+"""``amanuensis bench serve``: the service's overhead over calling WhisperX directly.
+
+The same audio (shared speech clips joined to ``--seconds``, sent as 16 kHz PCM WAV) goes
+through the running service (``--url``; without it a service is started here with the current
+``AMANUENSIS_*`` settings) and through stock ``whisperx`` loaded in this process with the
+model, compute type, threads, VAD and batch size the service reports on ``/status``, alternating, ``--repeats`` times each.
+The last line is JSON: medians, ``overhead_ratio`` (service / direct) and both x-realtimes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPEECH_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "speech"
+
+
+def register(commands, bench) -> None:
+    parser = bench.add_parser("serve", help="service overhead vs WhisperX called directly")
+    parser.add_argument("--url", default=None, help="running service (default: start one here)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio length (default 30)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path")
+    parser.set_defaults(handler=run)
+
+
+def speech_audio(seconds: float):
+    """``seconds`` of the shared speech clips end to end, 16 kHz mono float32."""
+    import numpy as np
+
+    from app.audio import decode_audio
+
+    files = sorted(p for p in SPEECH_DIR.resolve().rglob("*") if p.suffix in (".wav", ".flac"))
+    if not files:
+        raise SystemExit(f"no speech clips under {SPEECH_DIR.resolve()}")
+    parts, total, needed = [], 0, int(seconds * 16000)
+    while total < needed:
+        for path in files:
+            with path.open("rb") as source:
+                parts.append(decode_audio(source))
+            total += parts[-1].size
+            if total >= needed:
+                break
+    return np.concatenate(parts)[:needed]
+
+
+def wav_bytes(audio) -> bytes:
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (np.clip(audio, -1, 1) * 32767).astype(np.int16), 16000, format="WAV")
+    return buffer.getvalue()
+
+
+def start_service() -> tuple[str, subprocess.Popen]:
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
+         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the service exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/ready", timeout=5).status_code == 200:
+                return url, process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise SystemExit("the service did not become ready in 300 s")
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+    import whisperx
+
+    audio = speech_audio(args.seconds)
+    upload = wav_bytes(audio)
+    audio_seconds = audio.size / 16000
+    process = None
+    url = args.url
+    if url is None:
+        url, process = start_service()
+    try:
+        status = httpx.get(url + "/status", timeout=10).json()
+        direct = whisperx.load_model(status["model"], device="cpu",
+                                     compute_type=status["compute_type"],
+                                     vad_method=status["vad_method"], threads=status["cpu_threads"],
+                                     language=status["language"])
+        service_times, direct_times = [], []
+        for repeat in range(args.repeats + 1):  # the first round warms both paths up
+            started = time.perf_counter()
+            response = httpx.post(url + "/v1/audio/transcriptions", timeout=600,
+                                  files={"file": ("bench.wav", upload, "audio/wav")},
+                                  data={"response_format": "verbose_json"})
+            service_seconds = time.perf_counter() - started
+            response.raise_for_status()
+            started = time.perf_counter()
+            direct.transcribe(audio, batch_size=status["batch_size"])
+            direct_seconds = time.perf_counter() - started
+            if repeat:
+                service_times.append(service_seconds)
+                direct_times.append(direct_seconds)
+                print(f"round {repeat}: service {service_seconds:.3f} s, "
+                      f"whisperx {direct_seconds:.3f} s")
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=60)
+    service_median = statistics.median(service_times)
+    direct_median = statistics.median(direct_times)
+    print(json.dumps({
+        "audio_seconds": round(audio_seconds, 3),
+        "repeats": args.repeats,
+        "model": status["model"],
+        "mel_backend": status["mel_backend"],
+        "service_seconds": round(service_median, 4),
+        "direct_seconds": round(direct_median, 4),
+        "overhead_ratio": round(service_median / direct_median, 4),
+        "service_x_realtime": round(audio_seconds / service_median, 3),
+        "direct_x_realtime": round(audio_seconds / direct_median, 3),
+    }))
+    return 0

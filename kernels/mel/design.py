@@ -1,0 +1,172 @@
+"""Design generator for the mel kernel: prints the MLIR (mlir-aie, pinned in kernels/README.md).
+
+One shim tile streams the int16 padded signal to one compute tile through a double-buffered
+ObjectFIFO whose objects are overlapping windows (MEL_FRAMES_PER_OBJECT frames each, read by the
+shim DMA with stride FRAMES*HOP and length FRAMES*HOP + N_FFT - HOP), and streams the int16
+log-mel frames back. The whole call (``frames_per_call`` frames) is one runtime sequence.
+
+Before printing, it checks the core against the host build of the same source: the stack usage
+reported by ``-fstack-usage`` must fit the explicit ``stack_size``, and FIFO buffers + static
+data (``nm`` sizes of the object) + stack must fit the tile's data memory, else it refuses.
+
+    python kernels/mel/design.py --config mel_n80_f3000 --host-object kernels/build/host/mel_n80.o
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from npu import mel_tables
+
+_CONFIG_NAME = re.compile(r"^mel_n(\d+)_f(\d+)$")
+_STATIC_SYMBOL_TYPES = set("bBdDrR")
+
+
+class DesignError(RuntimeError):
+    """The design does not fit the tile or the configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Compute-tile data memory of one design, in bytes."""
+
+    fifo_in: int
+    fifo_out: int
+    static_data: int
+    stack: int
+    stack_used: int
+    limit: int
+
+    @property
+    def total(self) -> int:
+        return self.fifo_in + self.fifo_out + self.static_data + self.stack
+
+
+def parse_config_name(name: str) -> tuple[int, int]:
+    match = _CONFIG_NAME.match(name)
+    if not match:
+        raise DesignError(f"configuration must look like mel_n80_f3000, got {name!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def static_data_bytes(host_object: Path) -> int:
+    """Sum of the object's data, bss and read-only symbol sizes (``nm -S``)."""
+    listing = subprocess.run(["nm", "-S", "--defined-only", str(host_object)],
+                             capture_output=True, text=True, check=True).stdout
+    total = 0
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in _STATIC_SYMBOL_TYPES:
+            total += int(parts[1], 16)
+    return total
+
+
+def stack_bytes_used(stack_usage_file: Path) -> int:
+    """Upper bound of the kernel's stack: every function of the ``-fstack-usage`` report summed
+    (as if all were on one call chain); refuses dynamic stack use."""
+    total = 0
+    for line in stack_usage_file.read_text().splitlines():
+        _, size, kind = line.rsplit("\t", 2)
+        if kind.strip() != "static":
+            raise DesignError(f"kernel uses a {kind.strip()} stack: {line}")
+        total += int(size)
+    return total
+
+
+def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
+    frames = config["FRAMES_PER_OBJECT"]
+    budget = MemoryBudget(
+        fifo_in=2 * 2 * mel_tables.object_samples(config),
+        fifo_out=2 * 2 * frames * n_mels,
+        static_data=static_data_bytes(host_object),
+        stack=config["CORE_STACK_BYTES"],
+        stack_used=stack_bytes_used(host_object.with_suffix(".su")),
+        limit=config["TILE_DATA_BYTES"],
+    )
+    if budget.stack_used > budget.stack:
+        raise DesignError(f"kernel stack use {budget.stack_used} B exceeds the core's "
+                          f"stack_size {budget.stack} B (MEL_CORE_STACK_BYTES)")
+    if budget.total > budget.limit:
+        raise DesignError(f"design needs {budget.total} B of tile data memory, "
+                          f"over the {budget.limit} B limit: {asdict(budget)}")
+    return budget
+
+
+def design_mlir(n_mels: int, frames_per_call: int, config: dict) -> str:
+    frames = config["FRAMES_PER_OBJECT"]
+    if frames_per_call % frames:
+        raise DesignError(f"frames per call {frames_per_call} is not a multiple of {frames}")
+    objects = frames_per_call // frames
+    in_object, hop = mel_tables.object_samples(config), config["HOP"]
+    out_object = frames * n_mels
+    signal = (frames_per_call - 1) * hop + config["N_FFT"]
+    in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi16>"
+    return f"""\
+module {{
+  aie.device(npu1_1col) {{
+    func.func private @mel_object({in_type}, {out_type})
+    %shim = aie.tile(0, 0)
+    %core_tile = aie.tile(0, 2)
+    aie.objectfifo @samples(%shim, {{%core_tile}}, 2 : i32) : !aie.objectfifo<{in_type}>
+    aie.objectfifo @mels(%core_tile, {{%shim}}, 2 : i32) : !aie.objectfifo<{out_type}>
+    %core = aie.core(%core_tile) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %forever = arith.constant 9223372036854775807 : index
+      %objects = arith.constant {objects} : index
+      scf.for %call = %c0 to %forever step %c1 {{
+        scf.for %object = %c0 to %objects step %c1 {{
+          %in_view = aie.objectfifo.acquire @samples(Consume, 1) : !aie.objectfifosubview<{in_type}>
+          %in = aie.objectfifo.subview.access %in_view[0] : !aie.objectfifosubview<{in_type}> -> {in_type}
+          %out_view = aie.objectfifo.acquire @mels(Produce, 1) : !aie.objectfifosubview<{out_type}>
+          %out = aie.objectfifo.subview.access %out_view[0] : !aie.objectfifosubview<{out_type}> -> {out_type}
+          func.call @mel_object(%in, %out) : ({in_type}, {out_type}) -> ()
+          aie.objectfifo.release @samples(Consume, 1)
+          aie.objectfifo.release @mels(Produce, 1)
+        }}
+      }}
+      aie.end
+    }} {{link_with = "mel_kernel.o", stack_size = {config["CORE_STACK_BYTES"]} : i32}}
+    aiex.runtime_sequence(%signal: memref<{signal}xi16>, %features: memref<{frames_per_call * n_mels}xi16>) {{
+      aiex.npu.dma_memcpy_nd(%features[0, 0, 0, 0][1, 1, {objects}, {out_object}][0, 0, {out_object}, 1]) {{id = 0 : i64, metadata = @mels, issue_token = true}} : memref<{frames_per_call * n_mels}xi16>
+      aiex.npu.dma_memcpy_nd(%signal[0, 0, 0, 0][1, 1, {objects}, {in_object}][0, 0, {frames * hop}, 1]) {{id = 1 : i64, metadata = @samples}} : memref<{signal}xi16>
+      aiex.npu.dma_wait {{symbol = @mels}}
+    }}
+  }}
+}}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="mel_n<M>_f<F>")
+    parser.add_argument("--host-object", type=Path, required=True,
+                        help="host build of the kernel for the same n_mels (with its .su file)")
+    parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
+    args = parser.parse_args(argv)
+    config = mel_tables.read_config()
+    try:
+        n_mels, frames_per_call = parse_config_name(args.config)
+        budget = memory_budget(n_mels, args.host_object, config)
+        text = design_mlir(n_mels, frames_per_call, config)
+    except DesignError as error:
+        print(f"design.py: {error}", file=sys.stderr)
+        return 1
+    summary = {**asdict(budget), "total": budget.total}
+    if args.budget:
+        print(json.dumps(summary))
+    else:
+        print(f"// {args.config}: tile data memory {json.dumps(summary)}", file=sys.stderr)
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

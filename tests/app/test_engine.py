@@ -1,0 +1,124 @@
+"""The engine feeds WhisperX the runtime's features and otherwise behaves as stock WhisperX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import whisperx
+
+from app.audio import decode_audio
+from app.engine import Engine
+from app.settings import Settings
+from tests.speech import speech_files
+
+runtime_module = pytest.importorskip("npu.runtime", reason="npu.runtime (runtime issue) not merged")
+
+BATCH_SIZE = 4
+
+
+class ShiftedRuntime:
+    """A runtime whose features are the real runtime's plus a constant, remembering each
+    output, so a test can tell the runtime's features from any that WhisperX computes itself."""
+
+    def __init__(self, runtime, shift: float) -> None:
+        self._runtime = runtime
+        self._shift = shift
+        self.n_mels = runtime.n_mels
+        self.outputs: list[np.ndarray] = []
+
+    def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        features = self._runtime.process_audio_to_features(audio, padding) + self._shift
+        self.outputs.append(features)
+        return features
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    with runtime_module.UnifiedNPURuntime(enable_mel=False) as cpu_runtime:
+        yield cpu_runtime
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_models, monkeypatch_module) -> Settings:
+    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
+    import nltk
+
+    monkeypatch_module.setattr(nltk.data, "path", [str(tiny_models.nltk_data), *nltk.data.path])
+    return Settings(model=str(tiny_models.whisper), align_model=str(tiny_models.aligner),
+                    batch_size=BATCH_SIZE, cpu_threads=2)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def engine(settings, runtime) -> Engine:
+    return Engine.load(settings, runtime)
+
+
+@pytest.fixture(scope="module")
+def stock(settings):
+    return whisperx.load_model(settings.model, device="cpu", compute_type=settings.compute_type,
+                               vad_method="pyannote", threads=settings.cpu_threads)
+
+
+def one_file_per_corpus() -> list:
+    files = speech_files()
+    return [next(f for f in files if f.parent.name == corpus or f.parent.parent.name == corpus)
+            for corpus in ("jfk", "librispeech", "ljspeech")]
+
+
+def test_model_receives_the_runtimes_features(settings, runtime, engine):
+    audio = decode_audio(one_file_per_corpus()[0].open("rb"))
+    shifted = ShiftedRuntime(runtime, shift=0.25)
+    engine_on_shifted = Engine.load(settings, shifted)
+    encoded: list[np.ndarray] = []
+    model = engine_on_shifted.pipeline.model
+    original_encode = model.encode
+    model.encode = lambda features: (encoded.append(np.asarray(features)), original_encode(features))[1]
+
+    result = engine_on_shifted.transcribe(audio)
+
+    assert result.segments, "the VAD found no speech in the clip"
+    language_input, *chunk_batches = encoded
+    assert np.array_equal(language_input, shifted.outputs[0])
+    chunk_inputs = [chunk for batch in chunk_batches for chunk in batch]
+    assert len(chunk_inputs) == len(result.segments) == len(shifted.outputs) - 1
+    for received, produced in zip(chunk_inputs, shifted.outputs[1:]):
+        assert np.array_equal(received, produced)
+    unshifted = engine.transcribe(audio, language=result.language)
+    assert [s["avg_logprob"] for s in unshifted.segments] != \
+        [s["avg_logprob"] for s in result.segments], "the features did not reach the decoder"
+
+
+@pytest.mark.parametrize("index", range(3), ids=["jfk", "librispeech", "ljspeech"])
+def test_transcripts_equal_stock_whisperx(engine, stock, index):
+    audio = decode_audio(one_file_per_corpus()[index].open("rb"))
+    expected = stock.transcribe(audio, batch_size=BATCH_SIZE)
+    got = engine.transcribe(audio, batch_size=BATCH_SIZE)
+    assert got.language == expected["language"]
+    assert [(s["start"], s["end"], s["text"]) for s in got.segments] == \
+        [(s["start"], s["end"], s["text"]) for s in expected["segments"]]
+    assert [s["avg_logprob"] for s in got.segments] == pytest.approx(
+        [s["avg_logprob"] for s in expected["segments"]], rel=1e-3)
+
+
+def test_word_timestamps_lie_inside_their_segments(engine):
+    audio = decode_audio(one_file_per_corpus()[0].open("rb"))
+    result = engine.transcribe(audio, word_timestamps=True)
+    words = [word for segment in result.segments for word in segment["words"]]
+    assert words
+    for segment in result.segments:
+        assert [w["word"] for w in segment["words"]] == segment["text"].split()
+        for word in segment["words"]:
+            assert segment["start"] <= word["start"] <= word["end"] <= segment["end"]
+
+
+def test_unknown_language_is_refused(engine):
+    from app.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="language 'xx'"):
+        engine.transcribe(np.zeros(16000, np.float32), language="xx")

@@ -1,0 +1,25 @@
+"""Settings come from AMANUENSIS_* and every one is documented in the example env file."""
+
+from __future__ import annotations
+
+import re
+
+from app.settings import REPO_ROOT, Settings
+
+
+def test_every_setting_is_in_the_example_env_file():
+    example = (REPO_ROOT / "config" / "amanuensis.env.example").read_text()
+    documented = set(re.findall(r"^#? ?(AMANUENSIS_[A-Z_]+)=", example, re.MULTILINE))
+    assert documented == {f"AMANUENSIS_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_every_setting_has_a_docstring():
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("AMANUENSIS_MODEL", "/models/x")
+    monkeypatch.setenv("AMANUENSIS_PORT", "9001")
+    monkeypatch.setenv("AMANUENSIS_MEL_BACKEND", "cpu")
+    settings = Settings()
+    assert (settings.model, settings.port, settings.mel_backend) == ("/models/x", 9001, "cpu")

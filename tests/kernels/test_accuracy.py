@@ -1,0 +1,40 @@
+"""The NPU path (host + kernel arithmetic) against WhisperX's float features on real speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import whisperx.audio
+
+from npu import mel_host
+from npu.kernel_lib import host_kernel
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_accuracy_against_whisperx(speech, n_mels):
+    kernel = host_kernel(n_mels)
+    errors = []
+    for audio in speech.values():
+        reference = whisperx.audio.log_mel_spectrogram(audio, n_mels,
+                                                       padding=whisperx.audio.N_SAMPLES).numpy()
+        ours = mel_host.log_mel(audio, n_mels, whisperx.audio.N_SAMPLES, 3000, kernel)
+        assert ours.shape == reference.shape
+        errors.append(np.abs(ours - reference).ravel())
+    error = np.concatenate(errors)
+    summary = (error.mean(), np.quantile(error, 0.999), error.max())
+    print(f"n_mels={n_mels}: mean {summary[0]:.6f} p99.9 {summary[1]:.6f} max {summary[2]:.6f}")
+    assert summary[0] <= 0.001 and summary[1] <= 0.01 and summary[2] <= 0.05, summary
+
+
+def test_clipped_input_is_scaled_down_not_clipped():
+    t = np.arange(32_000) / 16_000
+    audio = (1.7 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    reference = whisperx.audio.log_mel_spectrogram(audio, 80).numpy()
+    ours = mel_host.log_mel(audio, 80, 0, 3000, host_kernel(80))
+    assert np.abs(ours - reference).max() <= 0.05
+
+
+def test_digital_silence_matches_whisper():
+    audio = np.zeros(48_000, np.float32)
+    reference = whisperx.audio.log_mel_spectrogram(audio, 80).numpy()
+    np.testing.assert_array_equal(mel_host.log_mel(audio, 80, 0, 3000, host_kernel(80)), reference)

@@ -1,0 +1,76 @@
+"""The design generator's checks and the build's behaviour without mlir-aie."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from npu import mel_tables
+from npu.kernel_lib import HOST_BUILD_DIR, KERNELS_DIR, build_host_library
+
+DESIGN_PY = KERNELS_DIR / "mel" / "design.py"
+
+
+@pytest.fixture(scope="module")
+def design():
+    spec = importlib.util.spec_from_file_location("mel_design", DESIGN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    build_host_library()
+    return module
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_budget_fits_and_stack_is_checked(design, n_mels):
+    config = mel_tables.read_config()
+    budget = design.memory_budget(n_mels, HOST_BUILD_DIR / f"mel_n{n_mels}.o", config)
+    assert budget.fifo_in == 2 * 2 * (10 * 160 + 240)
+    assert budget.fifo_out == 2 * 2 * 10 * n_mels
+    assert budget.static_data > 2 * 400 * 2  # window + twiddles at least
+    assert 0 < budget.stack_used <= budget.stack == config["CORE_STACK_BYTES"]
+    assert budget.total <= 65536
+
+
+def test_refuses_design_over_tile_memory(design):
+    config = dict(mel_tables.read_config(), FRAMES_PER_OBJECT=200)
+    with pytest.raises(design.DesignError, match="over the 65536 B limit"):
+        design.memory_budget(128, HOST_BUILD_DIR / "mel_n128.o", config)
+
+
+def test_refuses_stack_over_core_stack(design, tmp_path):
+    obj = tmp_path / "mel.o"
+    shutil.copy(HOST_BUILD_DIR / "mel_n80.o", obj)
+    obj.with_suffix(".su").write_text("mel.cc:1:1:void big()\t4096\tstatic\n")
+    with pytest.raises(design.DesignError, match="stack"):
+        design.memory_budget(80, obj, mel_tables.read_config())
+
+
+def test_mlir_streams_whole_call_through_overlapping_objects(design):
+    text = design.design_mlir(80, 3000, mel_tables.read_config())
+    assert "memref<480240xi16>" in text and "memref<240000xi16>" in text
+    assert "[1, 1, 300, 1840][0, 0, 1600, 1]" in text
+    assert 'stack_size = 1024 : i32' in text and '@mel_object' in text
+
+
+def test_cli_prints_budget_json():
+    result = subprocess.run(
+        [sys.executable, str(DESIGN_PY), "--config", "mel_n80_f30", "--budget",
+         "--host-object", str(HOST_BUILD_DIR / "mel_n80.o")],
+        capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["total"] <= 65536
+
+
+def test_make_without_toolchain_says_so():
+    result = subprocess.run(["make", "-s", "-C", str(KERNELS_DIR), f"PYTHON={sys.executable}",
+                             "AIECC=", "PEANO_INSTALL_DIR="],
+                            capture_output=True, text=True, check=True)
+    assert "not found: built the host library only" in result.stdout
+    failed = subprocess.run(["make", "-s", "-C", str(KERNELS_DIR), "xclbin", "AIECC="],
+                            check=False, capture_output=True, text=True)
+    assert failed.returncode != 0 and "aiecc.py" in failed.stderr
