@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app.audio import decode_audio
-from app.errors import APIError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.audio import decode_audio
+from app.errors import APIError
 from tests.synth_media import SPEECH_DIR, encode_audio, speech_files, tone, video_only
 
 pytestmark = pytest.mark.timeout(600)
