@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    429: "rate_limit_error",
+    499: "client_closed_request",
+    504: "timeout_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -35,8 +39,9 @@ class APIError(HTTPException):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(status_code=self.status_code, detail=message)
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(status_code=self.status_code, detail=message, headers=headers)
         self.message = message
         self.param = param
         if code is not None:
@@ -99,7 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _api_error(_: Request, error: APIError) -> JSONResponse:
-    return error_response(error.status_code, error.message, error.param, error.code)
+    return error_response(error.status_code, error.message, error.param, error.code,
+                          headers=error.headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
+from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.engine import Engine, model_n_mels
 from app.errors import NotReady, install_error_handlers
 from app.metrics import ServiceMetrics
+from app.security import api_key_dependency, install_cors
 from app.settings import Settings
 from app.upload_limit import UploadLimit
 
@@ -40,9 +42,19 @@ class ServiceState:
     problem_code: str = "model_loading"
     started_at: float = field(default_factory=time.time)
     metrics: ServiceMetrics = field(init=False)
+    admission: AdmissionController = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = ServiceMetrics(self.runtime_metrics)
+        self.admission = AdmissionController(
+            AdmissionLimits(
+                max_concurrent=self.settings.max_concurrent,
+                max_queue=self.settings.max_queue,
+                timeout_base_seconds=self.settings.request_timeout_base_seconds,
+                timeout_per_audio_second=self.settings.request_timeout_per_audio_second,
+            ),
+            AdmissionMetrics(self.metrics.registry),
+        )
 
     def runtime_metrics(self) -> dict | None:
         return self.runtime.get_performance_metrics() if self.runtime is not None else None
@@ -69,6 +81,7 @@ def create_runtime(settings: Settings, n_mels: int = 80) -> Any:
         fallback_to_cpu=settings.mel_backend != "npu",
         n_mels=n_mels,
         kernel_dir=settings.kernel_dir,
+        npu_retry_seconds=settings.npu_retry_seconds,
     )
 
 
@@ -134,6 +147,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         loader.join()
+        state.admission.close()
         if state.engine is not None:
             state.engine.close()
         if state.runtime is not None:
@@ -141,7 +155,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from app.routes import router
+    from app.routes import monitoring, router
 
     settings = settings or Settings()
     app = FastAPI(
@@ -150,9 +164,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = ServiceState(settings)
-    app.state.endpoints = frozenset(route.path for route in router.routes)
+    app.state.endpoints = frozenset(
+        route.path for routes in (router, monitoring) for route in routes.routes
+    )
     install_error_handlers(app)
-    app.include_router(router)
+    install_cors(app, settings.cors_origins)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    require_key = [Depends(api_key_dependency(api_key))]
+    app.include_router(router, dependencies=require_key)
+    app.include_router(monitoring,
+                       dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(_count_requests)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ class ServiceMetrics:
 
     def __init__(self, runtime_metrics: Callable[[], dict | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
         self.requests = Counter(
             "amanuensis_requests", "HTTP requests by endpoint and status",
             ["endpoint", "status"], registry=self.registry)

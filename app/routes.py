@@ -1,8 +1,10 @@
 """HTTP routes: ``/transcribe``, OpenAI's audio endpoints, models, health, readiness, status,
 metrics.
 
-Handlers are plain ``def`` functions, so FastAPI runs them (decoding, the model, formatting) in
-its threadpool, off the event loop.
+Transcription handlers hold an admission slot (:mod:`app.admission`) and run decoding and the
+model on its bounded pool of model threads, off the event loop, within the request's deadline.
+Monitoring routes (``monitoring``) are plain and never wait for a slot; the app factory decides
+which routers need the API key.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.audio import decode_audio
+from app.audio import decode_audio, duration_seconds
 from app.engine import Transcription
 from app.errors import InvalidRequest
 from app.formatting import (
@@ -26,6 +28,7 @@ from app.formatting import (
 from app.main import ServiceState
 
 router = APIRouter()
+monitoring = APIRouter()
 Task = Literal["transcribe", "translate"]
 Granularity = Literal["word", "segment"]
 
@@ -48,12 +51,16 @@ class _Clock:
         return time.perf_counter() - self.started
 
 
-def _transcribe(state: ServiceState, upload: UploadFile, clock: _Clock, **options) -> Transcription:
+async def _transcribe(
+    state: ServiceState, request: Request, upload: UploadFile, clock: _Clock, **options
+) -> Transcription:
     engine = state.ready_engine()
-    started = time.perf_counter()
-    audio = decode_audio(upload.file)
-    clock.stages["decode"] = time.perf_counter() - started
-    transcription = engine.transcribe(audio, **options)
+    async with state.admission.admit(is_disconnected=request.is_disconnected) as slot:
+        started = time.perf_counter()
+        audio = await slot.run(lambda: decode_audio(upload.file))
+        clock.stages["decode"] = time.perf_counter() - started
+        slot.allow_for_audio(duration_seconds(audio))
+        transcription = await slot.run(lambda: engine.transcribe(audio, **options))
     clock.stages.update(transcription.stage_seconds)
     return transcription
 
@@ -72,8 +79,9 @@ def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, re
 
 
 @router.post("/transcribe", summary="Transcribe an audio file")
-def transcribe(
+async def transcribe(
     state: State,
+    request: Request,
     file: Annotated[UploadFile, File(description="audio in any common container/codec")],
     language: Annotated[str | None, Form()] = None,
     task: Annotated[Task, Form()] = "transcribe",
@@ -83,8 +91,8 @@ def transcribe(
     batch_size: Annotated[int | None, Form(ge=1, le=64)] = None,
 ) -> Response:
     clock = _Clock()
-    transcription = _transcribe(
-        state, file, clock, language=language or None, task=task, initial_prompt=initial_prompt,
+    transcription = await _transcribe(
+        state, request, file, clock, language=language or None, task=task, initial_prompt=initial_prompt,
         batch_size=batch_size, word_timestamps=word_timestamps)
 
     def render(clock: _Clock) -> Response:
@@ -97,8 +105,9 @@ def transcribe(
     return _finish(state, transcription, clock, render)
 
 
-def _openai(
+async def _openai(
     state: ServiceState,
+    request: Request,
     *,
     task: Task,
     file: UploadFile,
@@ -116,8 +125,9 @@ def _openai(
         raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
                              param="timestamp_granularities")
     clock = _Clock()
-    transcription = _transcribe(state, file, clock, language=language or None, task=task,
-                                initial_prompt=prompt or None, word_timestamps=words)
+    transcription = await _transcribe(state, request, file, clock, language=language or None,
+                                      task=task, initial_prompt=prompt or None,
+                                      word_timestamps=words)
 
     def render(_: _Clock) -> Response:
         if response_format in ("text", "srt", "vtt"):
@@ -140,8 +150,9 @@ BracketGranularities = Annotated[list[Granularity] | None, Form(alias="timestamp
 
 
 @router.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription")
-def openai_transcriptions(
+async def openai_transcriptions(
     state: State,
+    request: Request,
     file: OpenAIFile,
     model: Model = None,
     language: Annotated[str | None, Form()] = None,
@@ -151,22 +162,23 @@ def openai_transcriptions(
     timestamp_granularities: Granularities = None,
     timestamp_granularities_brackets: BracketGranularities = None,
 ) -> Response:
-    return _openai(state, task="transcribe", file=file, language=language, prompt=prompt,
+    return await _openai(state, request, task="transcribe", file=file, language=language, prompt=prompt,
                    response_format=response_format,
                    granularities=[*(timestamp_granularities or []),
                                   *(timestamp_granularities_brackets or [])])
 
 
 @router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English")
-def openai_translations(
+async def openai_translations(
     state: State,
+    request: Request,
     file: OpenAIFile,
     model: Model = None,
     prompt: Prompt = None,
     response_format: Format = "json",
     temperature: Temperature = 0.0,
 ) -> Response:
-    return _openai(state, task="translate", file=file, language=None, prompt=prompt,
+    return await _openai(state, request, task="translate", file=file, language=None, prompt=prompt,
                    response_format=response_format, granularities=[])
 
 
@@ -177,19 +189,19 @@ def models(state: State) -> dict:
         "owned_by": "amanuensis"}]}
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@monitoring.get("/health", summary="Liveness: the process answers")
 def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: 200 once the model and runtime are loaded")
+@monitoring.get("/ready", summary="Readiness: 200 once the model and runtime are loaded")
 def ready(state: State) -> dict:
     state.ready_engine()
     return {"status": "ready", "model": state.settings.model,
             "mel_backend": state.runtime.mel_backend_name}
 
 
-@router.get("/status", summary="Model, mel back-end and why, fallback counts, uptime")
+@monitoring.get("/status", summary="Model, mel back-end and why, fallback counts, uptime")
 def status(state: State) -> dict:
     runtime = state.runtime_metrics() or {}
     return {
@@ -209,6 +221,6 @@ def status(state: State) -> dict:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@monitoring.get("/metrics", summary="Prometheus metrics")
 def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from npu.runtime import DEFAULT_NPU_RETRY_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +67,33 @@ class Settings(BaseSettings):
 
     warmup: bool = True
     """Run one short transcription at start-up so the first request does not pay for it."""
+
+    max_concurrent: int = Field(default=2, ge=1)
+    """Transcriptions that run at once, each on its own model thread."""
+
+    max_queue: int = Field(default=16, ge=0)
+    """Transcriptions that may wait for a free slot; beyond that, 429 with ``Retry-After``."""
+
+    request_timeout_base_seconds: float = Field(default=120.0, gt=0)
+    """Deadline of every transcription request (queueing included) before the audio allowance;
+    past its deadline a request gets 504."""
+
+    request_timeout_per_audio_second: float = Field(default=1.0, ge=0)
+    """Seconds added to the deadline for each second of audio in the upload."""
+
+    npu_retry_seconds: float | None = Field(default=DEFAULT_NPU_RETRY_SECONDS, ge=0)
+    """After an NPU run fails, how long the CPU serves before the NPU is tried again; empty
+    means never."""
+
+    api_key: SecretStr | None = None
+    """When set, transcription and model routes require ``Authorization: Bearer <key>``."""
+
+    api_key_protects_monitoring: bool = False
+    """Also require the API key on ``/health``, ``/ready``, ``/status`` and ``/metrics``."""
+
+    cors_origins: list[str] = []
+    """Browser origins allowed to call the API (JSON list, e.g. ``["https://app.example"]``);
+    none by default."""
 
     host: str = "0.0.0.0"
     """Address ``amanuensis serve`` listens on."""

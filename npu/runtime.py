@@ -5,6 +5,11 @@ call fails: the failed call is retried on the next tier, so the caller still get
 features. Every skipped or abandoned tier counts one fallback under its reason (the fixed set in
 :class:`npu.backend.FallbackReason`); each reason is logged as a warning the first time it occurs
 and at debug level afterwards, never once per call.
+
+A tier left for a reason that can pass (``run_failed``, ``bad_output``, ``load_failed``) is not
+left for good: ``npu_retry_seconds`` after the failure, the next call tries the tiers from the
+top again (and counts a fallback again if they still fail). Missing hardware, XRT or kernel
+artifacts do not come back without a restart, so those are not retried.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +40,10 @@ DEFAULT_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels" / "build"
 NPU_BATCH = "npu-batch"
 NPU_FRAME = "npu-frame"
 CPU = "cpu"
+DEFAULT_NPU_RETRY_SECONDS = 300.0
+TRANSIENT_REASONS = frozenset(
+    {FallbackReason.RUN_FAILED, FallbackReason.BAD_OUTPUT, FallbackReason.LOAD_FAILED}
+)
 
 
 def _open_npu_batch(config: MelBackendConfig) -> MelBackend:
@@ -85,6 +94,8 @@ class UnifiedNPURuntime:
     ``backend_factories`` replaces the NPU tiers by an ordered list of ``(name, factory)``.
     With ``fallback_to_cpu=False`` a failure that would leave the NPU raises
     :class:`MelBackendError` naming the reason instead.
+    ``npu_retry_seconds`` (``None``: never) is how long after a transient failure the NPU tiers
+    are tried again; ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -99,9 +110,16 @@ class UnifiedNPURuntime:
         n_mels: int = 80,
         kernel_dir: str | Path | None = None,
         backend_factories: Sequence[tuple[str, MelBackendFactory]] | None = None,
+        npu_retry_seconds: float | None = DEFAULT_NPU_RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if npu_retry_seconds is not None and npu_retry_seconds < 0:
+            raise ValueError(f"npu_retry_seconds must be >= 0 or None, got {npu_retry_seconds!r}")
+        self.npu_retry_seconds = npu_retry_seconds
+        self._clock = clock
+        self._retry_at: float | None = None
         self.device_id = device_id
         self.enable_mel = enable_mel
         self.enable_gelu = enable_gelu
@@ -168,6 +186,8 @@ class UnifiedNPURuntime:
     def _count_fallback(self, tier: str, error: MelBackendError) -> None:
         reason = error.reason.value
         self._fallbacks[reason] += 1
+        if error.reason in TRANSIENT_REASONS and self.npu_retry_seconds is not None:
+            self._retry_at = self._clock() + self.npu_retry_seconds
         level = logging.DEBUG if reason in self._logged_reasons else logging.WARNING
         self._logged_reasons.add(reason)
         logger.log(level, "mel back-end %s left (%s): %s", tier, reason, error.detail)
@@ -195,9 +215,27 @@ class UnifiedNPURuntime:
         with self._state_lock:
             return self._reason
 
+    def _retry_npu_if_due(self) -> None:
+        """Re-resolve from the top tier once the retry time after a transient failure is reached."""
+        if self._retry_at is None or self._clock() < self._retry_at:
+            return
+        with self._npu_call_lock, self._state_lock:
+            if self._closed or self._retry_at is None or self._clock() < self._retry_at:
+                return
+            self._retry_at = None
+            if self._active_tier == 0:
+                return
+            logger.info("retrying the NPU mel tiers %s s after a transient failure",
+                        self.npu_retry_seconds)
+            if self._active is not None and self._active is not self._cpu:
+                _close_quietly(self._active)  # one device context at a time
+                self._active = None
+            self._resolve(first_tier=0, why_left=[f"NPU retried after {self.npu_retry_seconds} s"])
+
     def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """Float32 ``[n_mels, n_frames]`` log-mel features, as ``whisperx.audio.log_mel_spectrogram``."""
         samples = validate_audio(audio, padding)
+        self._retry_npu_if_due()
         while True:
             with self._state_lock:
                 if self._closed:
