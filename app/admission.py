@@ -117,7 +117,7 @@ class AdmissionController:
         self._metrics = metrics
         self._disconnect_poll_seconds = disconnect_poll_seconds
         self._executor = ThreadPoolExecutor(
-            max_workers=limits.max_concurrent, thread_name_prefix="amanuensis-model"
+            max_workers=limits.max_concurrent, thread_name_prefix="amanuensis-slot"
         )
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()

@@ -49,3 +49,8 @@ def _is_empty(source: BinaryIO) -> bool:
     empty = not source.read(1)
     source.seek(position)
     return empty
+
+
+def duration_seconds(audio: np.ndarray) -> float:
+    """Seconds of decoded audio (16 kHz mono samples)."""
+    return audio.shape[0] / SAMPLE_RATE

@@ -42,6 +42,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 
+from app.audio import duration_seconds
 from app.errors import AlignmentUnavailable, InvalidRequest
 from app.settings import Settings
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
@@ -290,7 +291,7 @@ class Engine:
             started = time.perf_counter()
             segments = self._align(segments, audio, result["language"])
             stages["align"] = time.perf_counter() - started
-        return Transcription(language=result["language"], duration=audio.shape[0] / SAMPLE_RATE,
+        return Transcription(language=result["language"], duration=duration_seconds(audio),
                              segments=segments, stage_seconds=stages)
 
     def _check_request(self, language: str | None, task: str) -> None:

@@ -407,7 +407,7 @@ def test_close_leaves_no_model_threads():
         await asyncio.to_thread(controller.close)
 
     asyncio.run(main())
-    assert not [t for t in threading.enumerate() if t.name.startswith("amanuensis-model")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("amanuensis-slot")]
 
 
 def test_refusals_answer_in_the_api_error_shape():

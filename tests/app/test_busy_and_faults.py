@@ -240,7 +240,7 @@ def test_an_npu_failing_mid_request_still_answers_via_the_cpu_and_is_retried_lat
     npu = MidRequestFailingNpu(good_calls=1)
     runtime = UnifiedNPURuntime(backend_factories=[("npu-batch", npu)], npu_retry_seconds=0)
     settings = Settings(model=str(tiny_models.whisper), cpu_threads=2, batch_size=4)
-    with serve(Engine.load(settings, runtime), runtime=runtime) as (client, _):
+    with Engine(settings, runtime) as engine, serve(engine, runtime=runtime) as (client, _):
         speech = JFK.read_bytes()
 
         for request in (1, 2):

@@ -14,7 +14,8 @@ from app.settings import Settings
 
 
 def model_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("amanuensis-model")]
+    prefixes = ("amanuensis-model", "amanuensis-slot")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
 def wait_until_loaded(client: TestClient) -> None:
