@@ -3,8 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-HOST ?= 0.0.0.0
-PORT ?= 8000
 
 .PHONY: install system-packages run test lint clean
 
@@ -23,8 +21,9 @@ install: $(INSTALLED)
 system-packages:
 	@./scripts/install-system-packages.sh
 
+# Host, port, model and the rest come from AMANUENSIS_* (see config/amanuensis.env.example).
 run: install
-	$(VENV)/bin/amanuensis serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/amanuensis serve
 
 test: install system-packages
 	$(PY) -m pytest
