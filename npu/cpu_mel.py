@@ -6,11 +6,12 @@ dropped), power, Slaney mel filters, ``log10(max(mel, 1e-10))``, clamp at the ch
 minus 8, then ``(x + 4) / 4``.
 
 Speed comes from working on cache-sized blocks of frames windowed straight from the samples (no
-padded copy of the audio), from NumPy's float64 FFT writing into reused buffers, from a compiled
-kernel that squares the spectrum and sums each Slaney triangle over only the few bins it covers
-(~2% of the dense filter product), and from sharing the blocks between the calling thread and a
-persistent pool: the compiled kernels, the FFT and the ufuncs all release the GIL, so the threads
-run on separate cores.
+padded copy of the audio), from DUCC0's SIMD float64 FFT (through rocket-fft, callable from
+compiled code) writing into reused buffers, from a compiled kernel that squares the spectrum and
+sums each Slaney triangle over only the few bins it covers (~2% of the dense filter product), and
+from sharing chunks of frames between the calling thread and a persistent pool. Window, FFT and
+filters for a whole chunk run in one compiled call without the GIL, so the only Python per chunk
+is that call, the log and the peak, and the threads run on separate cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from rocket_fft import r2c
 
 from npu.audio_spec import (
     DYNAMIC_RANGE_LOG10,
@@ -40,7 +42,11 @@ BLOCK_FRAMES = 128
 CHUNK_BLOCKS = 4
 """Blocks per unit of work a thread claims: small enough that a core slowed by other processes
 hands its share to the other, large enough that claiming costs nothing measurable."""
+CHUNK_FRAMES = BLOCK_FRAMES * CHUNK_BLOCKS
 CLAMP_ROWS = 8
+"""Mel rows per unit of work in the final clamp-and-scale pass."""
+FFT_AXES = np.array([1], dtype=np.int64)
+"""The axis ``r2c`` transforms: each row of a block is one frame."""
 """Mel rows per unit of work in the final clamp-and-scale pass."""
 
 
@@ -156,14 +162,16 @@ def _window_frames(samples, total, first_frame, window, windowed):  # pragma: no
     n_samples = samples.shape[0]
     for n in range(windowed.shape[0]):
         base = (first_frame + n) * HOP_LENGTH - REFLECT_PAD
+        row = windowed[n]
         if base >= 0 and base + N_FFT <= n_samples:
+            frame = samples[base : base + N_FFT]  # a view: indexing it from 0 vectorises
             for j in range(N_FFT):
-                windowed[n, j] = samples[base + j] * window[j]
+                row[j] = frame[j] * window[j]
         elif base >= n_samples and base + N_FFT <= total:
-            windowed[n, :] = 0.0
+            row[:] = 0.0
         else:
             for j in range(N_FFT):
-                windowed[n, j] = _padded_sample(samples, total, base + j) * window[j]
+                row[j] = _padded_sample(samples, total, base + j) * window[j]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -192,6 +200,29 @@ def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # p
 
 
 @numba.njit(nogil=True, cache=True)
+def _mel_frames(samples, total, first_frame, window, starts, stops, filters, floor,
+                windowed, spectrum, power, acc, mel):  # pragma: no cover - compiled
+    """``mel[:, n] = maximum(filters @ |rfft(window * frame(first_frame + n))|^2, floor)`` in
+    blocks of ``windowed.shape[0]`` frames, all without the GIL.
+
+    The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
+    (normalised units) away from the exact value on loud speech, so a second float32 FFT with
+    different rounding would add its own error on top; float64 keeps ours on the exact value.
+    """
+    block_frames = windowed.shape[0]
+    n_frames = mel.shape[1]
+    for start in range(0, n_frames, block_frames):
+        count = min(block_frames, n_frames - start)
+        block = windowed[:count]
+        block_spectrum = spectrum[:count]
+        _window_frames(samples, total, first_frame + start, window, block)
+        r2c(block, block_spectrum, FFT_AXES, True, 1.0, 1)
+        power_t = power[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
+        _mel_power(block_spectrum, starts, stops, filters, floor, power_t, acc[:count],
+                   mel[:, start : start + count])
+
+
+@numba.njit(nogil=True, cache=True)
 def _clamp_and_scale_rows(rows, floor):  # pragma: no cover - compiled
     """In place: ``(max(x, floor) + 4) / 4`` (the division by 4 is exact as a multiply)."""
     for m in range(rows.shape[0]):
@@ -203,43 +234,27 @@ def _clamp_and_scale_rows(rows, floor):  # pragma: no cover - compiled
 class _BlockScratch:
     """One thread's buffers for a block of frames (reused across its blocks and chunks)."""
 
-    def __init__(self, n_mels: int) -> None:
+    def __init__(self) -> None:
         self.windowed = np.empty((BLOCK_FRAMES, N_FFT), dtype=np.float64)
         self.spectrum = np.empty((BLOCK_FRAMES, N_FREQ_BINS), dtype=np.complex128)
         self.power = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float64)
         self.acc = np.empty(BLOCK_FRAMES, dtype=np.float64)
-        self.mel = np.empty(n_mels * BLOCK_FRAMES, dtype=np.float32)
 
 
 def _log_mel_frames(
     samples: np.ndarray, total: int, first_frame: int, out: np.ndarray, scratch: _BlockScratch
 ) -> np.float32:
-    """Write ``log10(max(mel, 1e-10))`` of frames ``first_frame...`` into ``out`` block by block.
+    """Write ``log10(max(mel, 1e-10))`` of frames ``first_frame...`` into ``out``.
 
     ``samples`` are the audio before padding, ``total`` its length with the padding zeros, and
     ``out`` is ``[n_mels, n]`` (a column slice of the result). Returns the maximum of ``out``
-    (NaN if any value is NaN).
-    The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
-    (normalised units) away from the exact value on loud speech, so a second float32 FFT with
-    different rounding would add its own error on top; float64 keeps ours on the exact value.
+    (NaN if any value is NaN). The log is NumPy's SIMD float32 log10, in place.
     """
-    n_mels, n_frames = out.shape
-    starts, stops, filters = _filter_bands(n_mels)
-    window = _hann_window()
-    peak = np.float32(-np.inf)
-    for start in range(0, n_frames, BLOCK_FRAMES):
-        count = min(BLOCK_FRAMES, n_frames - start)
-        windowed = scratch.windowed[:count]
-        spectrum = scratch.spectrum[:count]
-        _window_frames(samples, total, first_frame + start, window, windowed)
-        np.fft.rfft(windowed, axis=1, out=spectrum)
-        power_t = scratch.power[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-        mel = scratch.mel[: n_mels * count].reshape(n_mels, count)
-        _mel_power(spectrum, starts, stops, filters, LOG_FLOOR, power_t, scratch.acc[:count], mel)
-        block_out = out[:, start : start + count]
-        np.log10(mel, out=block_out)
-        peak = np.maximum(peak, block_out.max())
-    return peak
+    starts, stops, filters = _filter_bands(out.shape[0])
+    _mel_frames(samples, total, first_frame, _hann_window(), starts, stops, filters, LOG_FLOOR,
+                scratch.windowed, scratch.spectrum, scratch.power, scratch.acc, out)
+    np.log10(out, out=out)
+    return out.max()
 
 
 def _clamp_floor(peak: np.float32) -> np.float32:
@@ -260,7 +275,12 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     n_frames = (samples.size + padding) // HOP_LENGTH
     out = np.empty((n_mels, n_frames), dtype=np.float32)
     total = samples.size + int(padding)
-    floor = _clamp_floor(_log_mel_frames(samples, total, 0, out, _BlockScratch(n_mels)))
+    scratch = _BlockScratch()
+    peaks = [
+        _log_mel_frames(samples, total, a, out[:, a:b], scratch)
+        for a, b in _ranges(n_frames, CHUNK_FRAMES)
+    ]
+    floor = _clamp_floor(np.max(peaks))
     _clamp_and_scale_rows(out, floor)
     return out
 
@@ -302,9 +322,9 @@ class CpuMelBackend:
         total = samples.size + int(padding)
         out = np.empty((self.n_mels, n_frames), dtype=np.float32)
         peaks = self._share(
-            _ranges(n_frames, BLOCK_FRAMES * CHUNK_BLOCKS),
+            _ranges(n_frames, CHUNK_FRAMES),
             lambda scratch, a, b: _log_mel_frames(samples, total, a, out[:, a:b], scratch),
-            functools.partial(_BlockScratch, self.n_mels),
+            _BlockScratch,
         )
         floor = _clamp_floor(np.max(peaks))
         self._share(
