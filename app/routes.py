@@ -211,6 +211,13 @@ def status(state: State) -> dict:
         "compute_type": state.settings.compute_type,
         "batch_size": state.settings.batch_size,
         "cpu_threads": state.settings.cpu_threads,
+        "concurrency": {
+            "max_concurrent": state.settings.max_concurrent,
+            "max_queue": state.settings.max_queue,
+            "running": state.admission.running,
+            "waiting": state.admission.waiting,
+            "model_workers": state.engine.concurrency if state.engine is not None else None,
+        },
         "vad_method": state.settings.vad_method,
         "language": state.settings.language,
         "mel_backend": runtime.get("mel_backend"),
