@@ -10,13 +10,18 @@ equal stock WhisperX's whenever the features do.
 generated token ids and CTranslate2's no-speech probability, which OpenAI's ``verbose_json``
 reports and WhisperX drops.
 
-:class:`Engine` owns the pipeline and the alignment models, times each stage of a request, and
-runs all model work (loading included) on one dedicated thread. One thread serialises use of the
-pipeline, which keeps per-call state; and since OpenMP keeps a thread team per calling thread,
-it leaves one team per runtime instead of one per server worker thread.
+:class:`Engine` owns the pipeline and the alignment models and times each stage of a request.
+It has no thread of its own and no lock around the model: each call runs on its caller's thread
+(in the service, one of the admission controller's ``max_concurrent`` slot threads) with its own
+shallow copy of the pipeline (:meth:`RuntimeFeaturePipeline.for_request`), because WhisperX's
+``transcribe`` keeps per-call state on the pipeline (tokenizer, options) as do the mel timing and
+chunk scores here. The copies share the CTranslate2 model, which is loaded with
+``inter_threads = max_concurrent`` so that many ``generate`` calls really run in parallel (each
+with ``cpu_threads`` intra-op threads), the VAD model (pyannote's inference keeps no per-call
+state; Silero's network does, so Silero calls are serialised) and the runtime (thread-safe).
 
-Import order matters for the same reason: CTranslate2 and torch each bring an OpenMP runtime,
-and with torch loaded first every transcription after the first ran ~2x slower on 2 cores
+Import order matters: CTranslate2 and torch each bring an OpenMP runtime, and with torch
+loaded first every transcription after the first ran ~2x slower on 2 cores
 (measured: 30 s of speech, tiny model, 1.25 s vs 0.65 s). This module imports ``ctranslate2``
 before ``torch``, as ``whisperx.asr`` does; keep it the first module of the process to import
 torch.
@@ -24,12 +29,12 @@ torch.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
@@ -41,6 +46,7 @@ import whisperx
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
+from whisperx.vads import Silero, Vad
 
 from app.audio import duration_seconds
 from app.errors import AlignmentUnavailable, InvalidRequest
@@ -72,13 +78,11 @@ class ScoredWhisperModel(WhisperModel):
     """WhisperX's batched model that also returns ``tokens`` and ``no_speech_prob`` per chunk."""
 
     def generate_segment_batched(self, features, tokenizer, options, encoder_output=None):
-        model = self.model
-        recorder = _GenerationRecorder(model)
-        self.model = recorder
-        try:
-            outputs = super().generate_segment_batched(features, tokenizer, options, encoder_output)
-        finally:
-            self.model = model
+        recorder = _GenerationRecorder(self.model)
+        recording = copy.copy(self)  # shares everything but the model attribute: thread-safe
+        recording.model = recorder
+        outputs = WhisperModel.generate_segment_batched(
+            recording, features, tokenizer, options, encoder_output)
         outputs["tokens"] = [
             [token for token in result.sequences_ids[0] if token < tokenizer.eot]
             for result in recorder.results
@@ -87,8 +91,25 @@ class ScoredWhisperModel(WhisperModel):
         return outputs
 
 
+class SerialVad(Vad):
+    """A VAD whose calls take turns: for detectors that keep state in the network (Silero)."""
+
+    def __init__(self, vad: Vad) -> None:
+        self._vad = vad
+        self._lock = threading.Lock()
+        self.preprocess_audio = vad.preprocess_audio
+        self.merge_chunks = vad.merge_chunks
+
+    def __call__(self, audio: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._vad(audio, **kwargs)
+
+
 class RuntimeFeaturePipeline(FasterWhisperPipeline):
-    """WhisperX's pipeline taking its log-mel features from a ``UnifiedNPURuntime``."""
+    """WhisperX's pipeline taking its log-mel features from a ``UnifiedNPURuntime``.
+
+    One instance is shared; each transcription uses its own :meth:`for_request` copy.
+    """
 
     def __init__(self, *args: Any, runtime: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,9 +121,10 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
     @classmethod
     def from_pipeline(cls, pipeline: FasterWhisperPipeline, runtime: Any) -> RuntimeFeaturePipeline:
         """The same model, VAD and options as ``pipeline`` (from ``whisperx.load_model``)."""
+        vad = pipeline.vad_model
         return cls(
             model=pipeline.model,
-            vad=pipeline.vad_model,
+            vad=SerialVad(vad) if isinstance(vad, Silero) else vad,
             vad_params=pipeline._vad_params,
             options=pipeline.options,
             tokenizer=pipeline.tokenizer,
@@ -110,6 +132,11 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
             suppress_numerals=pipeline.suppress_numerals,
             runtime=runtime,
         )
+
+    def for_request(self) -> RuntimeFeaturePipeline:
+        """A copy for one transcription: its own tokenizer, options, mel time and chunk scores;
+        the same model, VAD and runtime."""
+        return copy.copy(self)
 
     @property
     def n_mels(self) -> int:
@@ -183,26 +210,21 @@ def model_n_mels(settings: Settings) -> int:
 
 
 class Engine:
-    """One WhisperX pipeline on one runtime, used by one request at a time."""
+    """One WhisperX pipeline on one runtime, for up to ``settings.max_concurrent`` transcriptions
+    at once, each on its caller's thread."""
 
     def __init__(self, settings: Settings, runtime: Any) -> None:
-        """Load the Whisper model named in ``settings`` (on the model thread) around ``runtime``."""
+        """Load the Whisper model named in ``settings`` around ``runtime``."""
         self.settings = settings
         self._aligners: dict[str, tuple[Any, dict]] = {}
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amanuensis-model")
-        try:
-            self.pipeline = self._run(self._load_pipeline, settings, runtime)
-        except BaseException:
-            self._worker.shutdown(wait=True)
-            raise
-
-    def _run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``function`` on the model thread and wait for it."""
-        return self._worker.submit(function, *args, **kwargs).result()
+        self._aligner_lock = threading.Lock()
+        self._closed = False
+        self.pipeline = self._load_pipeline(settings, runtime)
 
     def close(self) -> None:
-        """Finish queued work and stop the model thread; idempotent."""
-        self._worker.shutdown(wait=True)
+        """Refuse further transcriptions; idempotent. Callers finish their running ones first
+        (the service closes its admission pool, which waits for them, before the engine)."""
+        self._closed = True
 
     def __enter__(self) -> Self:
         return self
@@ -218,6 +240,7 @@ class Engine:
             compute_type=settings.compute_type,
             download_root=str(settings.model_cache_dir) if settings.model_cache_dir else None,
             cpu_threads=settings.cpu_threads,
+            num_workers=settings.max_concurrent,
         )
         pipeline = whisperx.load_model(
             settings.model,
@@ -238,6 +261,11 @@ class Engine:
         return wrapped
 
     @property
+    def concurrency(self) -> int:
+        """Transcriptions the CTranslate2 model runs in parallel (its inter-op workers)."""
+        return self.pipeline.model.model.num_workers
+
+    @property
     def n_mels(self) -> int:
         return self.pipeline.n_mels
 
@@ -247,9 +275,6 @@ class Engine:
 
     def warm_up(self) -> None:
         """One encoder + decoder pass over a second of silence."""
-        self._run(self._warm_up)
-
-    def _warm_up(self) -> None:
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         features = self.pipeline.features(silence)[np.newaxis]
         tokenizer = Tokenizer(self.pipeline.model.hf_tokenizer,
@@ -269,24 +294,20 @@ class Engine:
         progress: Callable[[float], None] | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done."""
+        if self._closed:
+            raise RuntimeError("the engine is closed: no transcriptions after shutdown")
         language = language or self.settings.language
         self._check_request(language, task)
         batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
-        return self._run(self._transcribe, audio, language=language, task=task,
-                         initial_prompt=initial_prompt, batch_size=batch_size,
-                         word_timestamps=word_timestamps, progress=progress)
-
-    def _transcribe(self, audio: np.ndarray, *, language: str | None, task: str,
-                    initial_prompt: str | None, batch_size: int, word_timestamps: bool,
-                    progress: Callable[[float], None] | None) -> Transcription:
-        with self._options(initial_prompt=initial_prompt):
-            started = time.perf_counter()
-            result = self.pipeline.transcribe(audio, batch_size=batch_size, language=language,
-                                              task=task, progress_callback=progress)
-            asr_seconds = time.perf_counter() - started
-        stages = {"mel": self.pipeline.mel_seconds,
-                  "asr": max(asr_seconds - self.pipeline.mel_seconds, 0.0)}
-        segments = _scored_segments(result["segments"], self.pipeline.chunk_scores)
+        pipeline = self.pipeline.for_request()
+        pipeline.options = replace(pipeline.options, initial_prompt=initial_prompt)
+        started = time.perf_counter()
+        result = pipeline.transcribe(audio, batch_size=batch_size, language=language, task=task,
+                                     progress_callback=progress)
+        asr_seconds = time.perf_counter() - started
+        stages = {"mel": pipeline.mel_seconds,
+                  "asr": max(asr_seconds - pipeline.mel_seconds, 0.0)}
+        segments = _scored_segments(result["segments"], pipeline.chunk_scores)
         if word_timestamps:
             started = time.perf_counter()
             segments = self._align(segments, audio, result["language"])
@@ -305,15 +326,6 @@ class Engine:
         if task == "translate" and not self.pipeline.model.model.is_multilingual:
             raise InvalidRequest("this model is English-only and cannot translate", param="task")
 
-    @contextmanager
-    def _options(self, **changes: Any) -> Iterator[None]:
-        original = self.pipeline.options
-        self.pipeline.options = replace(original, **changes)
-        try:
-            yield
-        finally:
-            self.pipeline.options = original
-
     def _align(self, segments: list[dict], audio: np.ndarray, language: str) -> list[dict]:
         if not segments:
             return segments
@@ -327,6 +339,10 @@ class Engine:
 
     def _aligner(self, language: str) -> tuple[Any, dict]:
         """The wav2vec2 alignment model for ``language``, loaded once; 422 when it cannot be."""
+        with self._aligner_lock:
+            return self._load_aligner(language)
+
+    def _load_aligner(self, language: str) -> tuple[Any, dict]:
         if language not in self._aligners:
             _require_sentence_splitter(language)
             name = self.settings.align_model

@@ -13,6 +13,7 @@ import logging
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,44 @@ ERROR_TYPES = {
     500: "server_error",
     503: "service_unavailable",
 }
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a bad field value, empty audio or no audio stream",
+    401: "Missing or wrong API key (only when AMANUENSIS_API_KEY is set)",
+    413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES, refused before it is read",
+    415: "The upload is not audio that can be decoded",
+    422: "Word timestamps asked for but the alignment model cannot be loaded",
+    429: "Every transcription slot is busy and the queue is full; see Retry-After",
+    500: "Unexpected error inside the service",
+    503: "The model is not loaded (yet, or it failed to load: the message says why)",
+    504: "The request's deadline passed before its transcription finished",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for ``statuses``, all with the error shape."""
+    responses: dict[int | str, dict] = {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses}
+    if 429 in responses:
+        responses[429]["headers"] = {"Retry-After": {
+            "description": "Seconds after which a place is likely free",
+            "schema": {"type": "integer", "minimum": 1}}}
+    return responses
 
 
 class APIError(HTTPException):

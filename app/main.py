@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.engine import Engine, model_n_mels
@@ -175,29 +176,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    app.middleware("http")(_count_requests)
+    app.add_middleware(RequestMetrics)
     return app
 
 
-async def _count_requests(request: Request, call_next):
-    """Requests by endpoint (the route's path template, never the raw URL) and status."""
-    metrics = request.app.state.service.metrics
-    metrics.in_flight.inc()
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        endpoint = _endpoint(request)
-        metrics.in_flight.dec()
-        metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-        metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+class RequestMetrics:
+    """Requests by endpoint (the route's path template, never the raw URL) and status, their
+    duration, and requests in flight.
+
+    A plain ASGI middleware on purpose: behind Starlette's ``BaseHTTPMiddleware`` a route's
+    ``request.is_disconnected()`` never turns true (the disconnect message is swallowed when its
+    poll is cancelled), so a queued request whose client hung up would still run.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = scope["app"].state.service.metrics
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.in_flight.inc()
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            endpoint = _endpoint(scope)
+            metrics.in_flight.dec()
+            metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            metrics.request_duration.labels(endpoint=endpoint).observe(
+                time.perf_counter() - started)
 
 
-def _endpoint(request: Request) -> str:
+def _endpoint(scope: Scope) -> str:
     """The endpoint's path (the routes have no path parameters), or ``unmatched``: label values
     stay a fixed set whatever URLs clients send."""
-    path = request.url.path
-    return path if path in request.app.state.endpoints else "unmatched"
+    path = scope["path"]
+    return path if path in scope["app"].state.endpoints else "unmatched"

@@ -18,8 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.audio import decode_audio, duration_seconds
 from app.engine import Transcription
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, documented_errors
 from app.formatting import (
+    MEDIA_TYPES,
     ResponseFormat,
     openai_body,
     render_text,
@@ -27,6 +28,9 @@ from app.formatting import (
 )
 from app.main import ServiceState
 
+TRANSCRIPTION_ERRORS = documented_errors(400, 401, 413, 415, 422, 429, 500, 503, 504)
+TRANSCRIPTION_MEDIA = {200: {"description": "The transcript in the requested format",
+                             "content": {media_type: {} for media_type in MEDIA_TYPES.values()}}}
 router = APIRouter()
 monitoring = APIRouter()
 Task = Literal["transcribe", "translate"]
@@ -78,7 +82,8 @@ def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, re
     return response
 
 
-@router.post("/transcribe", summary="Transcribe an audio file")
+@router.post("/transcribe", summary="Transcribe an audio file",
+             responses={**TRANSCRIPTION_MEDIA, **TRANSCRIPTION_ERRORS})
 async def transcribe(
     state: State,
     request: Request,
@@ -149,7 +154,8 @@ Granularities = Annotated[list[Granularity] | None, Form()]
 BracketGranularities = Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")]
 
 
-@router.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription")
+@router.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription",
+             responses={**TRANSCRIPTION_MEDIA, **TRANSCRIPTION_ERRORS})
 async def openai_transcriptions(
     state: State,
     request: Request,
@@ -168,7 +174,8 @@ async def openai_transcriptions(
                                   *(timestamp_granularities_brackets or [])])
 
 
-@router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English")
+@router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English",
+             responses={**TRANSCRIPTION_MEDIA, **TRANSCRIPTION_ERRORS})
 async def openai_translations(
     state: State,
     request: Request,
@@ -182,26 +189,30 @@ async def openai_translations(
                    response_format=response_format, granularities=[])
 
 
-@router.get("/v1/models", summary="The loaded model, OpenAI-style")
+@router.get("/v1/models", summary="The loaded model, OpenAI-style",
+            responses=documented_errors(401))
 def models(state: State) -> dict:
     return {"object": "list", "data": [{
         "id": state.model_id, "object": "model", "created": int(state.started_at),
         "owned_by": "amanuensis"}]}
 
 
-@monitoring.get("/health", summary="Liveness: the process answers")
+@monitoring.get("/health", summary="Liveness: the process answers",
+                responses=documented_errors(401))
 def health() -> dict:
     return {"status": "ok"}
 
 
-@monitoring.get("/ready", summary="Readiness: 200 once the model and runtime are loaded")
+@monitoring.get("/ready", summary="Readiness: 200 once the model and runtime are loaded",
+                responses=documented_errors(401, 503))
 def ready(state: State) -> dict:
     state.ready_engine()
     return {"status": "ready", "model": state.settings.model,
             "mel_backend": state.runtime.mel_backend_name}
 
 
-@monitoring.get("/status", summary="Model, mel back-end and why, fallback counts, uptime")
+@monitoring.get("/status", summary="Model, mel back-end and why, fallback counts, uptime",
+                responses=documented_errors(401))
 def status(state: State) -> dict:
     runtime = state.runtime_metrics() or {}
     return {
@@ -211,6 +222,13 @@ def status(state: State) -> dict:
         "compute_type": state.settings.compute_type,
         "batch_size": state.settings.batch_size,
         "cpu_threads": state.settings.cpu_threads,
+        "concurrency": {
+            "max_concurrent": state.settings.max_concurrent,
+            "max_queue": state.settings.max_queue,
+            "running": state.admission.running,
+            "waiting": state.admission.waiting,
+            "model_workers": state.engine.concurrency if state.engine is not None else None,
+        },
         "vad_method": state.settings.vad_method,
         "language": state.settings.language,
         "mel_backend": runtime.get("mel_backend"),
@@ -221,6 +239,8 @@ def status(state: State) -> dict:
     }
 
 
-@monitoring.get("/metrics", summary="Prometheus metrics")
+@monitoring.get("/metrics", summary="Prometheus metrics", responses={
+    200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}},
+    **documented_errors(401)})
 def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     """How many 30 s chunks the model decodes at once; a request may ask for fewer."""
 
     cpu_threads: int = Field(default=4, ge=1)
-    """CPU threads CTranslate2 uses for the Whisper model."""
+    """CPU threads CTranslate2 uses for each running transcription (intra-op threads per model
+    worker; ``max_concurrent`` workers run at once)."""
 
     language: str | None = None
     """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
@@ -69,7 +70,9 @@ class Settings(BaseSettings):
     """Run one short transcription at start-up so the first request does not pay for it."""
 
     max_concurrent: int = Field(default=2, ge=1)
-    """Transcriptions that run at once, each on its own model thread."""
+    """Transcriptions that run at once, really in parallel: each on its own slot thread with its
+    own CTranslate2 worker (the model is loaded with that many inter-op workers, sharing its
+    weights)."""
 
     max_queue: int = Field(default=16, ge=0)
     """Transcriptions that may wait for a free slot; beyond that, 429 with ``Retry-After``."""

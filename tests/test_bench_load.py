@@ -32,7 +32,8 @@ def scripted_status(index: int) -> int:
     return 200
 
 
-def make_scripted_app(sent: Counter, lock: threading.Lock) -> FastAPI:
+def make_scripted_app(sent: Counter, lock: threading.Lock, scripted_status=scripted_status,
+                      retry_after: str = "1") -> FastAPI:
     app = FastAPI()
     counter = {"next": 0}
 
@@ -45,7 +46,7 @@ def make_scripted_app(sent: Counter, lock: threading.Lock) -> FastAPI:
             counter["next"] += 1
             status = scripted_status(index)
             sent[status] += 1
-        headers = {"Retry-After": "1"} if status == 429 else {}
+        headers = {"Retry-After": retry_after} if status == 429 else {}
         return JSONResponse({"text": ""}, status_code=status, headers=headers)
 
     @app.get("/metrics")
@@ -56,14 +57,15 @@ def make_scripted_app(sent: Counter, lock: threading.Lock) -> FastAPI:
 
 
 @pytest.fixture
-def scripted_server():
+def scripted_server(request):
     sent: Counter = Counter()
     lock = threading.Lock()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = uvicorn.Config(
-        make_scripted_app(sent, lock), host="127.0.0.1", port=port, log_level="warning"
+        make_scripted_app(sent, lock, **getattr(request, "param", {})),
+        host="127.0.0.1", port=port, log_level="warning",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -85,7 +87,7 @@ def test_bench_load_counts_every_answer_and_ends_with_json(scripted_server, caps
     code = main(
         [
             "bench", "load", "--clients", str(CLIENTS), "--requests", str(requests),
-            "--url", url, "--warmup", str(WARMUP_BURSTS),
+            "--url", url, "--warmup", str(WARMUP_BURSTS), "--retries", "0",
         ]
     )  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
@@ -96,6 +98,7 @@ def test_bench_load_counts_every_answer_and_ends_with_json(scripted_server, caps
     assert report["unanswered"] == 0
     assert report["ok"] == expected[200]
     assert report["rejected_429"] == expected[429]
+    assert report["retried_429"] == 0
     assert report["errors_5xx"] == expected[503]
     assert report["by_status"] == {str(k): v for k, v in expected.items()}
     assert report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
@@ -104,6 +107,28 @@ def test_bench_load_counts_every_answer_and_ends_with_json(scripted_server, caps
         report["rss_after_mb"] - report["rss_before_mb"], abs=0.11
     )
     assert code == 1  # the scripted 503s are server errors
+
+
+def every_other_refused(index: int) -> int:
+    """Warm-up requests succeed; afterwards every odd request is refused (Retry-After: 0)."""
+    return 200 if index < WARMUP or index % 2 == 0 else 429
+
+
+@pytest.mark.parametrize("scripted_server",
+                         [{"scripted_status": every_other_refused, "retry_after": "0"}],
+                         indirect=True)
+def test_clients_retry_a_429_after_its_retry_after(scripted_server, capsys):
+    url, sent = scripted_server
+    requests = 10
+    code = main(["bench", "load", "--clients", "1", "--requests", str(requests), "--url", url,
+                 "--warmup", str(WARMUP), "--retries", "1"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # One client in turn: the first request lands on an even index; every later one first on
+    # an odd (refused) index, then, retried, on the next, accepted one.
+    assert report["ok"] == requests and report["rejected_429"] == 0
+    assert report["retried_429"] == sent[429] == requests - 1
+    assert sum(sent.values()) == WARMUP + 2 * requests - 1
+    assert code == 0
 
 
 @pytest.mark.parametrize(

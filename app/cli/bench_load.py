@@ -3,8 +3,10 @@
 Sends ``--requests`` transcription requests from ``--clients`` concurrent connections, after a few
 warm-up bursts at the same concurrency, and reports latency percentiles, throughput, answers by status and
 the server's resident memory (``process_resident_memory_bytes`` from its ``/metrics``) before and
-after the load. A 429 is an answer (the server refusing what it cannot take), not an error; a
-5xx or a request that gets no answer at all is. The last line is one JSON object; the exit
+after the load. Clients behave as real ones should: on a 429 a client waits the server's
+``Retry-After`` and tries again, up to ``--retries`` times (``0`` sends every request once, for
+the raw refusal rate). A final 429 is an answer (the server refusing what it cannot take), not
+an error; a 5xx or a request that gets no answer at all is. The last line is one JSON object; the exit
 status is 1 when any request got a 5xx or no answer.
 """
 
@@ -35,6 +37,7 @@ class Outcome:
     status: int | None
     seconds: float
     failure: str | None = None
+    retries: int = 0
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -54,12 +57,17 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds before a request counts unanswered"
     )
+    parser.add_argument(
+        "--retries", type=int, default=3,
+        help="times a client retries a 429 after waiting its Retry-After (0: never)",
+    )
     parser.set_defaults(handler=run_load_bench)
 
 
 def run_load_bench(args: argparse.Namespace) -> int:
-    if args.clients < 1 or args.requests < 1 or args.warmup < 0:
-        print("--clients and --requests must be at least 1, --warmup at least 0", file=sys.stderr)
+    if args.clients < 1 or args.requests < 1 or args.warmup < 0 or args.retries < 0:
+        print("--clients and --requests must be at least 1, --warmup and --retries at least 0",
+              file=sys.stderr)
         return 2
     if not is_loopback_url(args.url):
         print(f"refusing to load {args.url}: only loopback servers may be driven", file=sys.stderr)
@@ -78,6 +86,7 @@ def run_load_bench(args: argparse.Namespace) -> int:
             requests=args.requests,
             warmup=args.warmup,
             timeout=args.timeout,
+            retries=args.retries,
             api_key=os.environ.get("AMANUENSIS_API_KEY") or None,
         )
     )
@@ -127,6 +136,7 @@ async def drive(
     warmup: int,
     timeout: float,
     api_key: str | None,
+    retries: int = 0,
 ) -> dict | None:
     """Warm up, sample RSS, run the load, sample RSS again; None when warm-up fails."""
     import asyncio
@@ -142,7 +152,7 @@ async def drive(
         # transcriptions at once, a full queue) is reached before memory is first sampled.
         for _ in range(warmup):
             burst = await asyncio.gather(
-                *(send(client, endpoint, audio, filename) for _ in range(clients))
+                *(send(client, endpoint, audio, filename, retries) for _ in range(clients))
             )
             if not any(o.status == 200 for o in burst) or any(
                 o.status is None or o.status >= 500 for o in burst
@@ -155,7 +165,7 @@ async def drive(
 
         async def worker() -> None:
             for _ in remaining:  # shared iterator: each index is taken by exactly one worker
-                outcomes.append(await send(client, endpoint, audio, filename))
+                outcomes.append(await send(client, endpoint, audio, filename, retries))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
@@ -164,19 +174,35 @@ async def drive(
     return summarise(outcomes, wall, clients, rss_before, rss_after)
 
 
-async def send(client, endpoint: str, audio: bytes, filename: str) -> Outcome:
+async def send(client, endpoint: str, audio: bytes, filename: str, retries: int = 0) -> Outcome:
+    """One request as its client sees it: retried after ``Retry-After`` on a 429, up to
+    ``retries`` times; the latency covers every attempt and wait."""
+    import asyncio
+
     import httpx
 
     started = time.perf_counter()
+    for attempt in range(retries + 1):
+        try:
+            response = await client.post(
+                endpoint,
+                files={"file": (filename, audio, "application/octet-stream")},
+                data={"model": "whisper-1", "response_format": "json"},
+            )
+        except httpx.HTTPError as error:
+            return Outcome(None, time.perf_counter() - started, type(error).__name__, attempt)
+        if response.status_code != 429 or attempt == retries:
+            break
+        await asyncio.sleep(retry_after_seconds(response.headers.get("retry-after")))
+    return Outcome(response.status_code, time.perf_counter() - started, retries=attempt)
+
+
+def retry_after_seconds(header: str | None) -> float:
+    """The wait a ``Retry-After`` header asks for (delay-seconds form), 1 s when absent or odd."""
     try:
-        response = await client.post(
-            endpoint,
-            files={"file": (filename, audio, "application/octet-stream")},
-            data={"model": "whisper-1", "response_format": "json"},
-        )
-    except httpx.HTTPError as error:
-        return Outcome(None, time.perf_counter() - started, type(error).__name__)
-    return Outcome(response.status_code, time.perf_counter() - started)
+        return max(0.0, float(header))
+    except (TypeError, ValueError):
+        return 1.0
 
 
 async def resident_memory_bytes(client) -> float | None:
@@ -221,6 +247,7 @@ def summarise(
         "unanswered": len(outcomes) - len(answered),
         "ok": ok,
         "rejected_429": sum(1 for o in answered if o.status == 429),
+        "retried_429": sum(o.retries for o in outcomes),
         "errors_4xx_other": sum(1 for o in answered if 400 <= o.status < 500 and o.status != 429),
         "errors_5xx": sum(1 for o in answered if o.status >= 500),
         "by_status": dict(sorted(by_status.items())),
@@ -238,7 +265,8 @@ def summarise(
 
 def print_report(report: dict) -> None:
     print(f"{report['requests']} requests from {report['clients']} clients")
-    print(f"answered {report['answered']}, unanswered {report['unanswered']}")
+    print(f"answered {report['answered']}, unanswered {report['unanswered']}, "
+          f"429s retried after Retry-After {report['retried_429']}")
     print("by status: " + ", ".join(f"{k}={v}" for k, v in report["by_status"].items()))
     print(
         f"latency p50 {report['p50_ms']} ms, p95 {report['p95_ms']} ms, p99 {report['p99_ms']} ms"

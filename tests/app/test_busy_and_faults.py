@@ -35,6 +35,8 @@ JFK = SPEECH_DIR / "jfk" / "jfk.wav"  # real speech: language detection, then a 
 class BlockingEngine:
     """Stands in for the model: each call waits for the test, then returns an empty transcript."""
 
+    concurrency = 2  # calls it takes at once (any number, in fact), reported by /status
+
     def __init__(self) -> None:
         self.release = threading.Event()
         self.entered = 0
@@ -50,6 +52,8 @@ class BlockingEngine:
 
 class FailingOnceEngine:
     """Stands in for the model: the first call raises inside the model, later calls succeed."""
+
+    concurrency = 1
 
     def __init__(self) -> None:
         self.calls = 0

@@ -1,4 +1,4 @@
-"""Start-up and shutdown in-process: the runtime and the model thread do not outlive the app."""
+"""Start-up and shutdown in-process: the runtime and the model threads do not outlive the app."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.synth_media import wav_pcm16
 
 
 def model_threads() -> list[threading.Thread]:
-    prefixes = ("amanuensis-model", "amanuensis-slot")
+    prefixes = ("amanuensis-model-load", "amanuensis-slot")
     return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
@@ -23,17 +24,20 @@ def wait_until_loaded(client: TestClient) -> None:
         time.sleep(0.05)
 
 
-def test_shutdown_closes_the_runtime_and_the_model_thread(tiny_model_dir, monkeypatch):
+def test_shutdown_closes_the_runtime_and_the_model_threads(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     app = create_app(Settings(model=str(tiny_model_dir), mel_backend="cpu", cpu_threads=1))
     with TestClient(app) as client:
         wait_until_loaded(client)
         assert client.get("/ready").status_code == 200
+        silence = wav_pcm16(np.zeros((1, 16000), np.float32), 16_000)
+        response = client.post("/transcribe", files={"file": ("s.wav", silence, "audio/wav")})
+        assert response.status_code == 200, response.text
         assert model_threads()
         state = app.state.service
     assert not model_threads()
     second = np.zeros(16000, np.float32)
-    with pytest.raises(RuntimeError, match="shutdown"):
+    with pytest.raises(RuntimeError, match="closed"):
         state.engine.transcribe(second)
     with pytest.raises(RuntimeError, match="closed"):
         state.runtime.process_audio_to_features(second)
