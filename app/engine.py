@@ -176,6 +176,17 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         return super().transcribe(audio, batch_size, *args, **kwargs)
 
 
+SILENT_PEAK = 1.0 / 32768
+"""Audio that never moves by one 16-bit step carries no signal. Voice-activity detection finds
+no speech in it, so the engine answers without running the VAD and the model over it (two hours
+of digital silence would otherwise cost minutes)."""
+
+
+def carries_signal(audio: np.ndarray) -> bool:
+    """Whether any sample reaches :data:`SILENT_PEAK` (two reductions, no copy of the audio)."""
+    return audio.size > 0 and max(float(audio.max()), -float(audio.min())) >= SILENT_PEAK
+
+
 @dataclass
 class Transcription:
     """What the engine hands to the formatters."""
@@ -300,6 +311,8 @@ class Engine:
         self._check_request(language, task)
         batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
         pipeline = self.pipeline.for_request()
+        if not carries_signal(audio):
+            return self._no_signal(pipeline, audio, language)
         pipeline.options = replace(pipeline.options, initial_prompt=initial_prompt)
         started = time.perf_counter()
         result = pipeline.transcribe(audio, batch_size=batch_size, language=language, task=task,
@@ -314,6 +327,19 @@ class Engine:
             stages["align"] = time.perf_counter() - started
         return Transcription(language=result["language"], duration=duration_seconds(audio),
                              segments=segments, stage_seconds=stages)
+
+    @staticmethod
+    def _no_signal(pipeline: RuntimeFeaturePipeline, audio: np.ndarray,
+                   language: str | None) -> Transcription:
+        """The answer for audio with no signal at all: no segments, the language as asked or
+        as the model detects it in the first 30 s (what WhisperX would say, minus the VAD pass
+        over the whole file)."""
+        started = time.perf_counter()
+        language = language or pipeline.detect_language(audio[:N_SAMPLES])
+        detect_seconds = time.perf_counter() - started
+        return Transcription(language=language, duration=duration_seconds(audio), segments=[],
+                             stage_seconds={"mel": pipeline.mel_seconds,
+                                            "asr": max(detect_seconds - pipeline.mel_seconds, 0)})
 
     def _check_request(self, language: str | None, task: str) -> None:
         if task not in ("transcribe", "translate"):

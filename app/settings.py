@@ -5,10 +5,11 @@ Every field is documented in ``config/amanuensis.env.example``; a test keeps the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from npu.runtime import DEFAULT_NPU_RETRY_SECONDS
@@ -39,9 +40,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8, ge=1, le=64)
     """How many 30 s chunks the model decodes at once; a request may ask for fewer."""
 
-    cpu_threads: int = Field(default=4, ge=1)
+    cpu_threads: int | None = Field(default=None, ge=1)
     """CPU threads CTranslate2 uses for each running transcription (intra-op threads per model
-    worker; ``max_concurrent`` workers run at once)."""
+    worker; ``max_concurrent`` workers run at once). Unset: the machine's cores shared out among
+    the ``max_concurrent`` workers, so running transcriptions never oversubscribe the CPU."""
 
     language: str | None = None
     """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
@@ -103,3 +105,10 @@ class Settings(BaseSettings):
 
     port: int = Field(default=8000, ge=1, le=65535)
     """Port ``amanuensis serve`` listens on."""
+
+    @model_validator(mode="after")
+    def _share_cores_among_workers(self) -> Settings:
+        if self.cpu_threads is None:
+            cores = len(os.sched_getaffinity(0))
+            self.cpu_threads = max(1, cores // self.max_concurrent)
+        return self

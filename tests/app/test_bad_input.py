@@ -125,7 +125,7 @@ CASES = [
     pytest.param(
         Case("2 hours of silence", 200, text="",
              file=lambda: ("silence.flac", two_hours_of_silence(), "application/octet-stream")),
-        marks=pytest.mark.slow,  # minutes of voice-activity detection on two CPU cores
+        marks=pytest.mark.slow,  # encoding and decoding two hours of audio
     ),
     Case("unknown response_format", 400, "invalid_request_error", "response_format",
          param="response_format", file=wav_file, data={"response_format": "mp3"}),

@@ -7,7 +7,7 @@ import pytest
 import whisperx
 
 from app.audio import decode_audio
-from app.engine import Engine
+from app.engine import Engine, carries_signal
 from app.settings import Settings
 from tests.speech import speech_files
 
@@ -127,3 +127,23 @@ def test_unknown_language_is_refused(engine):
 
     with pytest.raises(InvalidRequest, match="language 'xx'"):
         engine.transcribe(np.zeros(16000, np.float32), language="xx")
+
+
+@pytest.mark.parametrize(("samples", "expected"), [
+    (np.zeros(16000, np.float32), False),
+    (np.full(16000, 0.9 / 32768, np.float32), False),
+    (np.concatenate([np.zeros(999, np.float32), [np.float32(-1 / 32768)]]), True),
+    (np.zeros(0, np.float32), False),
+])
+def test_signal_means_reaching_one_16_bit_step(samples, expected):
+    assert carries_signal(samples) is expected
+
+
+def test_digital_silence_gets_stock_whisperxs_answer_without_the_vad_pass(engine, stock):
+    silence = np.zeros(16000 * 45, np.float32)
+    expected = stock.transcribe(silence, batch_size=BATCH_SIZE)
+    got = engine.transcribe(silence, batch_size=BATCH_SIZE)
+    assert expected["segments"] == [] and got.segments == []
+    assert got.language == expected["language"]
+    assert got.duration == 45.0
+    assert engine.transcribe(silence, language="de").language == "de"
