@@ -32,9 +32,9 @@ from npu.audio_spec import (
     LOG_FLOOR,
     N_FFT,
     N_FREQ_BINS,
-    SAMPLE_RATE,
     SUPPORTED_N_MELS,
 )
+from npu.slaney import slaney_filters
 
 REFLECT_PAD = N_FFT // 2
 BLOCK_FRAMES = 128
@@ -56,30 +56,6 @@ def check_n_mels(n_mels: int) -> int:
     return n_mels
 
 
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (``librosa.hz_to_mel(htk=False)``): linear below 1 kHz, log above."""
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    hz = np.asarray(hz, dtype=np.float64)
-    mels = hz / f_sp
-    above = hz >= min_log_hz
-    mels[above] = min_log_mel + np.log(hz[above] / min_log_hz) / logstep
-    return mels
-
-
-def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    hz = f_sp * mels
-    above = mels >= min_log_mel
-    hz[above] = min_log_hz * np.exp(logstep * (mels[above] - min_log_mel))
-    return hz
-
-
 @functools.lru_cache(maxsize=None)
 def mel_filters(n_mels: int) -> np.ndarray:
     """Slaney-scale, Slaney-normalised filters ``[n_mels, 201]`` as ``librosa.filters.mel``.
@@ -88,18 +64,7 @@ def mel_filters(n_mels: int) -> np.ndarray:
     ``mel_filters.npz`` WhisperX ships. Read-only: the array is shared.
     """
     check_n_mels(n_mels)
-    fft_freqs = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)
-    min_mel, max_mel = _hz_to_slaney_mel(np.array([0.0, SAMPLE_RATE / 2.0]))
-    mel_freqs = _slaney_mel_to_hz(np.linspace(min_mel, max_mel, n_mels + 2))
-    widths = np.diff(mel_freqs)
-    ramps = np.subtract.outer(mel_freqs, fft_freqs)
-    weights = np.zeros((n_mels, N_FREQ_BINS))
-    for i in range(n_mels):
-        rising = -ramps[i] / widths[i]
-        falling = ramps[i + 2] / widths[i + 1]
-        weights[i] = np.maximum(0, np.minimum(rising, falling))
-    weights *= (2.0 / (mel_freqs[2 : n_mels + 2] - mel_freqs[:n_mels]))[:, np.newaxis]
-    filters = weights.astype(np.float32)
+    filters = slaney_filters(n_mels).astype(np.float32)
     filters.flags.writeable = False
     return filters
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from npu import audio_spec
+from npu.slaney import slaney_filters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_HEADER = REPO_ROOT / "kernels" / "mel" / "mel_config.h"
@@ -123,42 +124,6 @@ def twiddles_q15(config: dict) -> np.ndarray:
     return np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)
 
 
-def slaney_filters(n_mels: int, config: dict) -> np.ndarray:
-    """``librosa.filters.mel(sr, n_fft, n_mels)`` (htk=False, norm='slaney') in float64."""
-    sample_rate, n_fft = config["SAMPLE_RATE"], config["N_FFT"]
-    fft_freqs = np.linspace(0, sample_rate / 2, config["N_BINS"])
-    mel_points = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
-    hz_points = _mel_to_hz(mel_points)
-    widths = np.diff(hz_points)
-    ramps = hz_points[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
-    assert n_fft // 2 + 1 == weights.shape[1]
-    return weights
-
-
-_F_SP = 200.0 / 3
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-_LOG_STEP = np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz):
-    hz = np.asanyarray(hz, dtype=np.float64)
-    linear = hz / _F_SP
-    log = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOG_STEP
-    return np.where(hz >= _MIN_LOG_HZ, log, linear)
-
-
-def _mel_to_hz(mel):
-    mel = np.asanyarray(mel, dtype=np.float64)
-    linear = _F_SP * mel
-    log = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mel - _MIN_LOG_MEL))
-    return np.where(mel >= _MIN_LOG_MEL, log, linear)
-
-
 @dataclass(frozen=True)
 class SparseFilters:
     """Each mel band as a run of consecutive bins: ``coefs[offsets[j] : offsets[j] + counts[j]]``
@@ -173,7 +138,7 @@ class SparseFilters:
 def sparse_filters(n_mels: int, config: dict) -> SparseFilters:
     if n_mels not in audio_spec.SUPPORTED_N_MELS:
         raise MelConfigError(f"n_mels must be one of {audio_spec.SUPPORTED_N_MELS}, got {n_mels}")
-    quantised = np.rint(slaney_filters(n_mels, config) * 2 ** config["FILTER_FRAC_BITS"])
+    quantised = np.rint(slaney_filters(n_mels) * 2 ** config["FILTER_FRAC_BITS"])
     if quantised.max() > 65535:
         raise MelConfigError("MEL_FILTER_FRAC_BITS too large: a filter weight exceeds uint16")
     starts, counts, coefs = [], [], []
