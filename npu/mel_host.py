@@ -8,9 +8,10 @@ golden model) sits between :func:`quantise_call` and :class:`FeatureWriter`.
 
 This is the CPU work the NPU path cannot hand to the device, so it is written to touch each
 sample as few times as possible: the padded signal is never built (its reflected edges and zero
-padding are views and counts), each call's samples are scaled into a reused float32 scratch and
-rounded straight into the int16 input buffer, and each call's output is scaled, offset and
-transposed into the features in two passes, with one clamping pass at the end.
+padding are views and counts), each call's samples are read once for their peak and once to be
+scaled, rounded and clipped straight into the int16 input buffer (compiled loops, no
+temporaries), and each call's output is scaled, offset and transposed into the features in one
+compiled pass, with one clamping pass at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
+import numba
 import numpy as np
 
 from npu import audio_spec, mel_tables
@@ -26,7 +28,6 @@ from npu import audio_spec, mel_tables
 _HALF = audio_spec.N_FFT // 2
 _LOG10_2 = math.log10(2.0)
 _LOG_FLOOR = math.log10(audio_spec.LOG_FLOOR)
-_INT16_ROUNDS_BELOW = 32767.5  # float32 values at or above this round past int16's maximum
 
 
 @dataclass(frozen=True)
@@ -128,32 +129,44 @@ def call_samples(n_frames: int) -> int:
     return (n_frames - 1) * audio_spec.HOP_LENGTH + audio_spec.N_FFT
 
 
-def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray,
-                  scratch: np.ndarray | None = None) -> int:
+@numba.njit(nogil=True, cache=True)
+def _quantise_part(part, scale, out):  # pragma: no cover - compiled
+    """``out = rint(clip(part * scale, -32768, 32767))``, rounding half to even as ``np.rint``
+    (the float32 product is exact, ``scale`` being a power of two). The clip is written as
+    comparisons so the loop vectorises."""
+    for i in range(part.shape[0]):
+        x = part[i] * scale
+        x = x if x < np.float32(32767.0) else np.float32(32767.0)
+        x = x if x > np.float32(-32768.0) else np.float32(-32768.0)
+        out[i] = np.int16(np.rint(x))
+
+
+def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray) -> int:
     """Write the int16 samples for the call starting at ``first_frame`` into ``out`` (zero past
-    the signal's end) and return the gain exponent g used (samples were scaled by 2^g).
-    ``scratch`` is a reusable float32 array at least as long as ``out``."""
+    the signal's end) and return the gain exponent g used (samples were scaled by 2^g)."""
     parts = signal.window(first_frame * audio_spec.HOP_LENGTH, out.size)
-    views = [(offset, part) for offset, part in parts if not isinstance(part, int)]
-    peak = max((max(float(part.max()), -float(part.min())) for _, part in views), default=0.0)
+    peak = max((max(float(part.max()), -float(part.min()))
+                for _, part in parts if not isinstance(part, int)), default=0.0)
     gain = 0
     if peak > 0:
         limits = _constants()
         gain = min(max(-math.frexp(peak)[1], limits.min_gain), limits.max_gain)
     scale = np.float32(2.0 ** (15 + gain))
-    needs_clip = peak * float(scale) >= _INT16_ROUNDS_BELOW
-    if scratch is None:
-        scratch = np.empty(out.size, np.float32)
     for offset, part in parts:
         if isinstance(part, int):
             out[offset:offset + part] = 0
-            continue
-        scaled = scratch[offset:offset + part.size]
-        np.multiply(part, scale, out=scaled)
-        if needs_clip:
-            np.clip(scaled, -32768, 32767, out=scaled)
-        np.rint(scaled, out=out[offset:offset + part.size], casting="unsafe")
+        else:
+            _quantise_part(part, scale, out[offset:offset + part.size])
     return gain
+
+
+@numba.njit(nogil=True, cache=True)
+def _write_call(log_q, scale, offset, features):  # pragma: no cover - compiled
+    """``features[m, f] = log_q[f, m] * scale + offset`` (a float32 multiply, then a float32
+    add, as NumPy does them): the transpose and both operations in one pass."""
+    for f in range(log_q.shape[0]):
+        for m in range(log_q.shape[1]):
+            features[m, f] = np.float32(log_q[f, m]) * scale + offset
 
 
 class FeatureWriter:
@@ -173,8 +186,7 @@ class FeatureWriter:
     def add_call(self, first_frame: int, log_q: np.ndarray, gain: int) -> None:
         """``log_q``: int16 ``[count, n_mels]`` for frames ``first_frame ...``."""
         view = self.features[:, first_frame:first_frame + log_q.shape[0]]
-        np.multiply(log_q.T, self._scale, out=view)
-        view += np.float32(1.0 - gain * _LOG10_2 / 2)
+        _write_call(log_q, self._scale, np.float32(1.0 - gain * _LOG10_2 / 2), view)
         peak = int(log_q.max()) * _constants().out_scale - 2 * gain * _LOG10_2
         self._peak_log10 = max(self._peak_log10, peak)
 
@@ -186,23 +198,20 @@ class FeatureWriter:
 
 @dataclass
 class CallBuffers:
-    """The reusable buffers of one call size: the int16 input the kernel reads and the float32
-    scratch it is quantised through."""
+    """The reusable buffer of one call size: the int16 input the kernel reads."""
 
     samples: np.ndarray
-    scratch: np.ndarray
 
     @classmethod
     def for_frames(cls, frames_per_call: int) -> CallBuffers:
-        size = call_samples(frames_per_call)
-        return cls(np.zeros(size, dtype=np.int16), np.zeros(size, dtype=np.float32))
+        return cls(np.zeros(call_samples(frames_per_call), dtype=np.int16))
 
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
             kernel, buffers: CallBuffers | None = None) -> np.ndarray:
     """The whole NPU path. ``kernel(samples_int16, n_frames) -> int16 [frames_per_call, n_mels]``
     stands for one device run (or the golden model / host library) and is given the call's
-    frame count; ``buffers`` are the reusable buffers of one call."""
+    frame count; ``buffers`` is the reusable buffer of one call."""
     signal, n_frames = padded_signal(audio, padding)
     plan = CallPlan(n_frames, frames_per_call)
     if buffers is None:
@@ -211,6 +220,6 @@ def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
     for call in range(plan.n_calls):
         first = call * frames_per_call
         count = min(frames_per_call, n_frames - first)
-        gain = quantise_call(signal, first, buffers.samples, buffers.scratch)
+        gain = quantise_call(signal, first, buffers.samples)
         writer.add_call(first, kernel(buffers.samples, count)[:count], gain)
     return writer.finish()

@@ -47,7 +47,7 @@ def test_quantised_calls_equal_the_copying_reference(name, padding, frames_per_c
     buffers = mel_host.CallBuffers.for_frames(frames_per_call)
     for first in range(0, n_frames, frames_per_call):
         buffers.samples[:] = 12345  # stale data from an earlier call must be overwritten
-        gain = mel_host.quantise_call(signal, first, buffers.samples, buffers.scratch)
+        gain = mel_host.quantise_call(signal, first, buffers.samples)
         expected, expected_gain = reference_call(audio, padding, first, buffers.samples.size)
         assert gain == expected_gain
         np.testing.assert_array_equal(buffers.samples, expected)
