@@ -143,10 +143,17 @@ def _quantise_part(part, scale, out):  # pragma: no cover - compiled
 
 def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray) -> int:
     """Write the int16 samples for the call starting at ``first_frame`` into ``out`` (zero past
-    the signal's end) and return the gain exponent g used (samples were scaled by 2^g)."""
+    the signal's end) and return the gain exponent g used (samples were scaled by 2^g).
+    The peak search that picks g also refuses non-finite audio, so no separate pass is needed."""
     parts = signal.window(first_frame * audio_spec.HOP_LENGTH, out.size)
-    peak = max((max(float(part.max()), -float(part.min()))
-                for _, part in parts if not isinstance(part, int)), default=0.0)
+    peak = 0.0
+    for _, part in parts:
+        if isinstance(part, int):
+            continue
+        high, low = float(part.max()), float(part.min())
+        if not (math.isfinite(high) and math.isfinite(low)):
+            raise ValueError("audio must be finite: it contains NaN or inf")
+        peak = max(peak, high, -low)
     gain = 0
     if peak > 0:
         limits = _constants()

@@ -146,8 +146,9 @@ def test_bad_audio_is_a_clear_error(fake_npu):
             backend.log_mel(np.zeros(16_000, np.int16))
 
 
-def test_non_finite_audio_is_a_clear_error_not_garbage(fake_npu):
+@pytest.mark.parametrize(("index", "value"), [(100, np.nan), (-1, -np.inf), (5000, np.inf)])
+def test_non_finite_audio_is_a_clear_error_not_garbage(fake_npu, index, value):
     audio = noisy_speechlike(1.0)
-    audio[100] = np.nan
+    audio[index] = value
     with open_npu_batch(config(fake_npu)) as backend, pytest.raises(ValueError, match="finite"):
         backend.log_mel(audio)
