@@ -56,7 +56,9 @@ class MelBackend(Protocol):
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """Float32 ``[n_mels, n_frames]``, the contract of ``whisperx.audio.log_mel_spectrogram``.
 
-        Raises :class:`MelBackendError` (``run_failed`` or ``bad_output``) when the call fails.
+        Raises :class:`MelBackendError` (``run_failed`` or ``bad_output``) when the call fails,
+        and ``ValueError`` for audio no back-end can take (not 1-D, NaN or inf): the runtime
+        passes that to the caller instead of falling back.
         """
         ...
 

@@ -245,13 +245,13 @@ class UnifiedNPURuntime:
                     raise MelBackendError(FallbackReason.RUN_FAILED, "no mel back-end is open")
             if backend is self._cpu:
                 return self._timed(backend, samples, padding)
-            if not np.isfinite(samples).all():
-                raise ValueError("audio must be finite: it contains NaN or inf")
             with self._npu_call_lock:
                 if backend is not self._active:
                     continue
                 try:
                     return self._timed(backend, samples, padding)
+                except ValueError:
+                    raise  # bad input (e.g. NaN, refused by every back-end), not a failure
                 except MelBackendError as exc:
                     error = exc
                 except Exception as exc:
