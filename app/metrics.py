@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from npu.backend import FallbackReason
+from npu.backend import CPU, NPU_BATCH, NPU_FRAME, FallbackReason
 
-MEL_BACKENDS = ("npu-batch", "npu-frame", "cpu")
+MEL_BACKENDS = (NPU_BATCH, NPU_FRAME, CPU)
 STAGES = ("decode", "mel", "asr", "align", "format")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)

@@ -16,6 +16,13 @@ from typing import Protocol
 
 import numpy as np
 
+NPU_BATCH = "npu-batch"
+"""The NPU kernel at a whole 30 s chunk (or the configured batch) per call."""
+NPU_FRAME = "npu-frame"
+"""The same kernel at the seed's small batch (30 frames) per call."""
+CPU = "cpu"
+"""The CPU front-end, always the last resort."""
+
 
 class FallbackReason(str, Enum):
     """Why a back-end was skipped or left. The set is fixed: metrics and logs use these values."""

@@ -28,7 +28,7 @@ from typing import Self
 import numpy as np
 
 from npu import audio_spec, mel_host, mel_tables
-from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
+from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendConfig, MelBackendError
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class NPUMelProcessorBatch:
     def __init__(self, batch_size: int = audio_spec.N_FRAMES, xclbin_path: Path | None = None,
                  insts_path: Path | None = None, n_mels: int = 80, device_id: int = 0,
                  fallback_to_cpu: bool = True, artifacts_dir: Path = DEFAULT_ARTIFACTS_DIR,
-                 timeout_ms: int = DEFAULT_TIMEOUT_MS, name: str = "npu-batch") -> None:
+                 timeout_ms: int = DEFAULT_TIMEOUT_MS, name: str = NPU_BATCH) -> None:
         if n_mels not in audio_spec.SUPPORTED_N_MELS:
             raise ValueError(f"n_mels must be one of {audio_spec.SUPPORTED_N_MELS}")
         self.name, self.n_mels, self.frames_per_call = name, n_mels, int(batch_size)
@@ -341,7 +341,7 @@ def open_npu_batch(config: MelBackendConfig) -> NPUMelProcessorBatch:
     """Runtime factory ``npu-batch``: ``config.frames_per_call`` frames (3000 = 30 s) per run."""
     return NPUMelProcessorBatch(batch_size=config.frames_per_call, n_mels=config.n_mels,
                                 device_id=config.device_id, artifacts_dir=config.artifacts_dir,
-                                fallback_to_cpu=False, name="npu-batch")
+                                fallback_to_cpu=False, name=NPU_BATCH)
 
 
 def open_npu_frame(config: MelBackendConfig) -> NPUMelProcessorBatch:
@@ -349,4 +349,4 @@ def open_npu_frame(config: MelBackendConfig) -> NPUMelProcessorBatch:
     frames = mel_tables.read_config()["FRAMES_PER_CALL_FRAME"]
     return NPUMelProcessorBatch(batch_size=frames, n_mels=config.n_mels,
                                 device_id=config.device_id, artifacts_dir=config.artifacts_dir,
-                                fallback_to_cpu=False, name="npu-frame")
+                                fallback_to_cpu=False, name=NPU_FRAME)

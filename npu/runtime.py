@@ -17,15 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from npu import ops
 from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from npu.backend import (
+    NPU_BATCH,
+    NPU_FRAME,
     FallbackReason,
     MelBackend,
     MelBackendConfig,
@@ -37,9 +39,6 @@ from npu.cpu_mel import CpuMelBackend, check_n_mels, validate_audio
 logger = logging.getLogger(__name__)
 
 DEFAULT_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels" / "build"
-NPU_BATCH = "npu-batch"
-NPU_FRAME = "npu-frame"
-CPU = "cpu"
 DEFAULT_NPU_RETRY_SECONDS = 300.0
 TRANSIENT_REASONS = frozenset(
     {FallbackReason.RUN_FAILED, FallbackReason.BAD_OUTPUT, FallbackReason.LOAD_FAILED}

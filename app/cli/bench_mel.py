@@ -101,12 +101,12 @@ def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStac
 def npu_entries(runtime, stack: contextlib.ExitStack) -> list:
     """Our NPU back-ends that open here (each tier on its own), closed with ``stack``."""
     from npu.backend import MelBackendConfig, MelBackendError
-    from npu.npu_mel import open_npu_batch, open_npu_frame
+    from npu.runtime import default_backend_factories
 
     config = MelBackendConfig(n_mels=runtime.n_mels, frames_per_call=runtime.batch_size,
                               artifacts_dir=runtime.kernel_dir, device_id=runtime.device_id)
     entries = []
-    for name, factory in (("npu-batch", open_npu_batch), ("npu-frame", open_npu_frame)):
+    for name, factory in default_backend_factories():
         try:
             backend = factory(config)
         except MelBackendError as error:

@@ -7,7 +7,9 @@ import importlib
 import json
 from pathlib import Path
 
-SELF_CHECK_TOLERANCE = {"cpu": 1e-6, "npu-batch": 0.05, "npu-frame": 0.05}
+from npu.backend import CPU, NPU_BATCH, NPU_FRAME
+
+SELF_CHECK_TOLERANCE = {CPU: 1e-6, NPU_BATCH: 0.05, NPU_FRAME: 0.05}
 """Max abs difference from the CPU reference (normalised log-mel units). The NPU tiers compute in
 fixed point: the design note measures ~0.016 worst case for int16 in/out, so 0.05 leaves room."""
 
