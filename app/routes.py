@@ -168,10 +168,10 @@ async def openai_transcriptions(
     timestamp_granularities: Granularities = None,
     timestamp_granularities_brackets: BracketGranularities = None,
 ) -> Response:
-    return await _openai(state, request, task="transcribe", file=file, language=language, prompt=prompt,
-                   response_format=response_format,
-                   granularities=[*(timestamp_granularities or []),
-                                  *(timestamp_granularities_brackets or [])])
+    granularities = [*(timestamp_granularities or []), *(timestamp_granularities_brackets or [])]
+    return await _openai(state, request, task="transcribe", file=file, language=language,
+                         prompt=prompt, response_format=response_format,
+                         granularities=granularities)
 
 
 @router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English",
@@ -185,8 +185,8 @@ async def openai_translations(
     response_format: Format = "json",
     temperature: Temperature = 0.0,
 ) -> Response:
-    return await _openai(state, request, task="translate", file=file, language=None, prompt=prompt,
-                   response_format=response_format, granularities=[])
+    return await _openai(state, request, task="translate", file=file, language=None,
+                         prompt=prompt, response_format=response_format, granularities=[])
 
 
 @router.get("/v1/models", summary="The loaded model, OpenAI-style",
