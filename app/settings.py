@@ -12,9 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.runtime import DEFAULT_NPU_RETRY_SECONDS
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
@@ -55,7 +54,7 @@ class Settings(BaseSettings):
     """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to
     start without it, ``cpu`` never touches the NPU."""
 
-    kernel_dir: Path = REPO_ROOT / "kernels" / "build"
+    kernel_dir: Path = DEFAULT_KERNEL_DIR
     """Directory holding the built NPU kernel artifacts (xclbin + instruction files)."""
 
     npu_device_id: int = Field(default=0, ge=0)

@@ -14,10 +14,9 @@ from functools import cache
 
 import numpy as np
 
-from npu import mel_host, mel_tables
+from npu.kernel_files import HOST_BUILD_DIR, KERNELS_DIR
+from npu.mel import host
 
-KERNELS_DIR = mel_tables.REPO_ROOT / "kernels"
-HOST_BUILD_DIR = KERNELS_DIR / "build" / "host"
 _build_lock = threading.Lock()
 _built = False
 
@@ -58,8 +57,8 @@ class HostKernel:
                  out: np.ndarray | None = None) -> np.ndarray:
         """int16 padded signal -> int16 [n_frames, n_mels], exactly as one kernel call."""
         samples = np.ascontiguousarray(samples)
-        if samples.dtype != np.int16 or samples.size < mel_host.call_samples(n_frames):
-            raise ValueError(f"need {mel_host.call_samples(n_frames)} int16 samples, got "
+        if samples.dtype != np.int16 or samples.size < host.call_samples(n_frames):
+            raise ValueError(f"need {host.call_samples(n_frames)} int16 samples, got "
                              f"{samples.size} {samples.dtype}")
         if out is None:
             out = np.empty((n_frames, self.n_mels), dtype=np.int16)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from npu import ops
 from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from npu.backend import (
     NPU_BATCH,
@@ -34,11 +33,12 @@ from npu.backend import (
     MelBackendError,
     MelBackendFactory,
 )
-from npu.cpu_mel import CpuMelBackend, check_n_mels, validate_audio
+from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.mel.cpu import CpuMelBackend, check_n_mels, validate_audio
+from npu.ops import cpu as cpu_ops
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels" / "build"
 DEFAULT_NPU_RETRY_SECONDS = 300.0
 TRANSIENT_REASONS = frozenset(
     {FallbackReason.RUN_FAILED, FallbackReason.BAD_OUTPUT, FallbackReason.LOAD_FAILED}
@@ -56,9 +56,9 @@ def _open_npu_frame(config: MelBackendConfig) -> MelBackend:
 def _npu_mel_module():
     """The NPU back-end module, imported only when an NPU tier is tried."""
     try:
-        from npu import npu_mel
+        from npu.mel import npu as npu_mel
     except ImportError as exc:
-        raise MelBackendError(FallbackReason.LOAD_FAILED, f"npu.npu_mel cannot be imported: {exc}")
+        raise MelBackendError(FallbackReason.LOAD_FAILED, f"npu.mel.npu cannot be imported: {exc}")
     return npu_mel
 
 
@@ -272,13 +272,13 @@ class UnifiedNPURuntime:
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
         """Exact-erf GELU (CPU; ``enable_gelu`` reserves the NPU path for a later kernel)."""
-        return ops.gelu(x)
+        return cpu_ops.gelu(x)
 
     def attention(
         self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """Scaled dot-product attention over ``[..., seq, dim]`` (CPU for now)."""
-        return ops.attention(q, k, v, mask)
+        return cpu_ops.attention(q, k, v, mask)
 
     def get_performance_metrics(self) -> dict:
         with self._state_lock:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.tiny_model import TinyModels, write_tiny_models
+from app.transcription.tiny_model import TinyModels, write_tiny_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 180
@@ -90,7 +90,7 @@ def _wait_for(server: ServiceProcess, path: str, status: int | None) -> None:
 
 @pytest.fixture(scope="session")
 def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start real ``uvicorn --factory app.main:create_app`` processes; all stopped at the end.
+    """Start real ``uvicorn --factory app.service:create_app`` processes; all stopped at the end.
 
     ``start_service(env, wait_ready=True)`` returns once ``/health`` answers (and ``/ready``
     says 200 when ``wait_ready``).
@@ -103,7 +103,7 @@ def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+                [sys.executable, "-m", "uvicorn", "--factory", "app.service:create_app",
                  "--host", "127.0.0.1", "--port", str(port)],
                 cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
             )

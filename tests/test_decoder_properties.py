@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.audio import decode_audio
 from app.errors import APIError
+from app.transcription.audio import decode_audio
 from tests.synth_media import SPEECH_DIR, encode_audio, speech_files, tone, video_only
 
 pytestmark = pytest.mark.timeout(600)

@@ -6,8 +6,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from app.api.security import api_key_dependency, install_cors
 from app.errors import install_error_handlers
-from app.security import api_key_dependency, install_cors
 
 KEY = "s3cret-key-\u00e9"  # non-ASCII on purpose: compared as UTF-8
 

@@ -75,7 +75,7 @@ def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStac
     from faster_whisper.feature_extractor import FeatureExtractor
 
     from npu import UnifiedNPURuntime
-    from npu.cpu_mel import log_mel_spectrogram
+    from npu.mel.cpu import log_mel_spectrogram
 
     runtime = stack.enter_context(UnifiedNPURuntime(n_mels=n_mels, kernel_dir=kernel_dir))
 
@@ -122,16 +122,16 @@ def npu_host_seconds(chunk: np.ndarray, padding: int, n_mels: int, frames_per_ca
     """Least CPU time of ``runs`` of the NPU path's host side on one chunk: the kernel run is
     replayed from the golden model's answer, recorded beforehand; the copies into the input
     buffer object and out of the output one (what ``bo.write`` / ``bo.read`` do) are kept."""
-    from npu import golden_mel, mel_host
+    from npu.mel import golden, host
 
     recorded = []
 
-    def golden(samples, count):
-        recorded.append(golden_mel.kernel_call(samples, frames_per_call, n_mels))
+    def recording_kernel(samples, count):
+        recorded.append(golden.kernel_call(samples, frames_per_call, n_mels))
         return recorded[-1]
 
-    mel_host.log_mel(chunk, n_mels, padding, frames_per_call, golden)
-    buffers = mel_host.CallBuffers.for_frames(frames_per_call)
+    host.log_mel(chunk, n_mels, padding, frames_per_call, recording_kernel)
+    buffers = host.CallBuffers.for_frames(frames_per_call)
     device_in = np.empty_like(buffers.samples)
     calls = iter(())
 
@@ -143,14 +143,14 @@ def npu_host_seconds(chunk: np.ndarray, padding: int, n_mels: int, frames_per_ca
     for _ in range(runs):
         calls = iter(recorded)
         started = time.process_time()
-        mel_host.log_mel(chunk, n_mels, padding, frames_per_call, replay, buffers)
+        host.log_mel(chunk, n_mels, padding, frames_per_call, replay, buffers)
         best = min(best, time.process_time() - started)
     return best
 
 
 def cpu_backend_seconds(chunk: np.ndarray, padding: int, n_mels: int, runs: int) -> float:
     """Least CPU time (all threads) of ``runs`` of our CPU back-end on one chunk."""
-    from npu.cpu_mel import CpuMelBackend
+    from npu.mel.cpu import CpuMelBackend
 
     with CpuMelBackend(n_mels) as backend:
         backend.log_mel(chunk, padding)
@@ -166,7 +166,7 @@ def npu_host_report(audio: np.ndarray, n_mels: int, repeats: int) -> dict:
     """``npu_host_cpu_ratio`` (batch tier) and the frame tier's, on the first 30 s chunk padded
     to 30 s as WhisperX pads it; each side the least of ``20 * repeats`` runs."""
     from npu import audio_spec
-    from npu.mel_tables import read_config
+    from npu.mel.tables import read_config
 
     chunk = np.ascontiguousarray(audio[:audio_spec.N_SAMPLES])
     padding = audio_spec.N_SAMPLES - chunk.size

@@ -42,7 +42,7 @@ def speech_audio(seconds: float):
     """``seconds`` of the shared speech clips end to end, 16 kHz mono float32."""
     import numpy as np
 
-    from app.audio import decode_audio
+    from app.transcription.audio import decode_audio
 
     files = sorted(p for p in SPEECH_DIR.resolve().rglob("*") if p.suffix in (".wav", ".flac"))
     if not files:
@@ -80,7 +80,7 @@ def start_service() -> tuple[str, subprocess.Popen]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host",
+        [sys.executable, "-m", "uvicorn", "--factory", "app.service:create_app", "--host",
          "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     url = f"http://127.0.0.1:{port}"

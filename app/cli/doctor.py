@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from npu import UnifiedNPURuntime
-    from npu.cpu_mel import log_mel_spectrogram
-    from npu.npu_mel import device_dir
-    from npu.runtime import DEFAULT_KERNEL_DIR
+    from npu.kernel_files import DEFAULT_KERNEL_DIR
+    from npu.mel.cpu import log_mel_spectrogram
+    from npu.mel.npu import device_dir
 
     kernel_dir = args.kernel_dir or DEFAULT_KERNEL_DIR
     devices = sorted(str(p) for p in device_dir().glob("*"))

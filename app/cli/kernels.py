@@ -44,10 +44,10 @@ ERROR_BOUNDS = {"mean_abs_err": 0.001, "p999_abs_err": 0.01, "max_abs_err": 0.05
 
 def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
     """int16 padded signals of ``frames`` frames each: the cases a fixed-point FFT gets wrong."""
-    from npu import mel_host
+    from npu.mel import host
 
     rng = np.random.default_rng(seed)
-    size = mel_host.call_samples(frames)
+    size = host.call_samples(frames)
     n = np.arange(size)
     impulses = np.zeros(size, np.int16)
     impulses[rng.integers(0, size, max(1, frames // 6))] = rng.choice([-32768, 32767, 1000, -1],
@@ -68,13 +68,13 @@ def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
 
 
 def _bit_exact_rows(kernel, n_mels: int, frames: int) -> list[dict]:
-    from npu import golden_mel
+    from npu.mel import golden
 
     per_signal = max(1, frames // 10)
     rows = []
     for name, samples in synthetic_signals(per_signal).items():
         same = np.array_equal(kernel(samples, per_signal),
-                              golden_mel.kernel_call(samples, per_signal, n_mels))
+                              golden.kernel_call(samples, per_signal, n_mels))
         rows.append({"input": name, "frames": per_signal, "bit_exact": same})
     return rows
 
@@ -83,7 +83,7 @@ def _audio_row(path: Path, kernel, n_mels: int) -> tuple[dict, np.ndarray]:
     """Bit-exactness of every call's buffer, and the error of the whole path vs WhisperX."""
     import whisperx.audio
 
-    from npu import golden_mel, mel_host
+    from npu.mel import golden, host
 
     audio = decode_16k_mono(path)
     exact = True
@@ -91,11 +91,11 @@ def _audio_row(path: Path, kernel, n_mels: int) -> tuple[dict, np.ndarray]:
     def checked_kernel(samples, count):
         nonlocal exact
         out = kernel(samples, count)
-        exact &= bool(np.array_equal(out, golden_mel.kernel_call(samples, count, n_mels)))
+        exact &= bool(np.array_equal(out, golden.kernel_call(samples, count, n_mels)))
         return out
 
     padding = whisperx.audio.N_SAMPLES
-    ours = mel_host.log_mel(audio, n_mels, padding, 3000, checked_kernel)
+    ours = host.log_mel(audio, n_mels, padding, 3000, checked_kernel)
     reference = whisperx.audio.log_mel_spectrogram(audio, n_mels, padding=padding).numpy()
     error = np.abs(ours - reference).ravel()
     row = {"input": path.name, "frames": ours.shape[1], "bit_exact": exact,

@@ -21,6 +21,6 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("app.main:create_app", factory=True, host=args.host or settings.host,
+    uvicorn.run("app.service:create_app", factory=True, host=args.host or settings.host,
                 port=args.port or settings.port)
     return 0

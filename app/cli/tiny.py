@@ -15,7 +15,7 @@ def register(commands, bench) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.tiny_model import RANDOM_WEIGHTS_NOTICE, write_tiny_models
+    from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE, write_tiny_models
 
     models = write_tiny_models(args.directory, seed=args.seed)
     print(RANDOM_WEIGHTS_NOTICE)

@@ -26,12 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from app.audio import decode_audio
-    from app.engine import Engine, model_n_mels
+    from app.api.formatting import service_body, subtitles
     from app.errors import APIError
-    from app.formatting import service_body, subtitles
-    from app.main import create_runtime
+    from app.service import create_runtime
     from app.settings import Settings
+    from app.transcription.audio import decode_audio
+    from app.transcription.engine import Engine, model_n_mels
 
     settings = Settings()
     if args.output:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from npu import mel_tables
+from npu.mel import tables
 
 _STATIC_SYMBOL_TYPES = set("bBdDrR")
 
@@ -49,8 +49,8 @@ class MemoryBudget:
 
 def parse_config_name(name: str) -> tuple[int, int]:
     try:
-        return mel_tables.parse_artifact_stem(name)
-    except mel_tables.MelConfigError as error:
+        return tables.parse_artifact_stem(name)
+    except tables.MelConfigError as error:
         raise DesignError(str(error)) from error
 
 
@@ -81,7 +81,7 @@ def stack_bytes_used(stack_usage_file: Path) -> int:
 def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
     frames = config["FRAMES_PER_OBJECT"]
     budget = MemoryBudget(
-        fifo_in=2 * 2 * mel_tables.object_samples(config),
+        fifo_in=2 * 2 * tables.object_samples(config),
         fifo_out=2 * 2 * frames * n_mels,
         static_data=static_data_bytes(host_object),
         stack=config["CORE_STACK_BYTES"],
@@ -102,7 +102,7 @@ def design_mlir(n_mels: int, frames_per_call: int, config: dict) -> str:
     if frames_per_call % frames:
         raise DesignError(f"frames per call {frames_per_call} is not a multiple of {frames}")
     objects = frames_per_call // frames
-    in_object, hop = mel_tables.object_samples(config), config["HOP"]
+    in_object, hop = tables.object_samples(config), config["HOP"]
     out_object = frames * n_mels
     signal = (frames_per_call - 1) * hop + config["N_FFT"]
     in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi16>"
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="host build of the kernel for the same n_mels (with its .su file)")
     parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
     args = parser.parse_args(argv)
-    config = mel_tables.read_config()
+    config = tables.read_config()
     try:
         n_mels, frames_per_call = parse_config_name(args.config)
         budget = memory_budget(n_mels, args.host_object, config)

@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from app.formatting import MEDIA_TYPES
+from app.api.formatting import MEDIA_TYPES
 from tests.app.service_helpers import clip, soundfile_duration, video_only_file
 
 SUBTITLE_TIME = r"(\d\d:)?\d\d:\d\d[.,]\d\d\d"

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from app.audio import decode_audio
 from app.errors import EmptyAudio, UnsupportedMedia
+from app.transcription.audio import decode_audio
 from tests.app.service_helpers import sine_file, video_only_file
 
 

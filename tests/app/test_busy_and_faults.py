@@ -19,11 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engine import Engine, Transcription
-from app.main import create_app
+from app.service import create_app
 from app.settings import Settings
+from app.transcription.engine import Engine, Transcription
 from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
-from npu.cpu_mel import log_mel_spectrogram
+from npu.mel.cpu import log_mel_spectrogram
 from npu.runtime import UnifiedNPURuntime
 from tests.synth_media import SPEECH_DIR, tone, wav_pcm16
 

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from app.audio import decode_audio
-from app.engine import Engine
 from app.settings import Settings
+from app.transcription.audio import decode_audio
+from app.transcription.engine import Engine
 from npu.runtime import UnifiedNPURuntime
 from tests.app.test_busy_and_faults import serve
 from tests.speech import speech_files

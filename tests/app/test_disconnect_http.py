@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import uvicorn
 
-from app.main import create_app
+from app.service import create_app
 from app.settings import Settings
 from npu.runtime import UnifiedNPURuntime
 from tests.app.test_busy_and_faults import WAV, BlockingEngine, metric, no_lifespan, wait_for

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import whisperx
 
-from app.audio import decode_audio
-from app.engine import Engine, carries_signal
 from app.settings import Settings
+from app.transcription.audio import decode_audio
+from app.transcription.engine import Engine, carries_signal
 from tests.speech import speech_files
 
 runtime_module = pytest.importorskip("npu.runtime", reason="npu.runtime (runtime issue) not merged")

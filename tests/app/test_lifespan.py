@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.service import create_app
 from app.settings import Settings
 from tests.synth_media import wav_pcm16
 
@@ -57,7 +57,7 @@ def test_npu_only_without_an_npu_is_not_ready_with_the_fix(tiny_model_dir, monke
 
 
 def test_runtime_gets_the_models_mel_band_count(tiny_model_dir, tmp_path):
-    from app.engine import model_n_mels
+    from app.transcription.engine import model_n_mels
 
     assert model_n_mels(Settings(model=str(tiny_model_dir))) == 80
     (tmp_path / "preprocessor_config.json").write_text('{"feature_size": 128}')

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from app.settings import REPO_ROOT, Settings
+from app.settings import Settings
+from tests.conftest import REPO_ROOT
 
 
 def test_every_setting_is_in_the_example_env_file():

@@ -8,7 +8,7 @@ import ctranslate2
 import tokenizers
 import whisperx
 
-from app.tiny_model import RANDOM_WEIGHTS_NOTICE
+from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE
 
 # Whisper's multilingual token ids (openai/whisper tokenizer, 51865-token vocabulary).
 WHISPER_IDS = {

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from app.cli import main
-from app.tiny_model import RANDOM_WEIGHTS_NOTICE
+from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE
 from tests.app.service_helpers import clip, soundfile_duration
 from tests.conftest import REPO_ROOT
 

@@ -212,7 +212,7 @@ def test_service_port_agrees_everywhere(config, image, settings_class, repo_root
 
 
 def test_image_runs_the_app_factory_as_non_root(image):
-    assert image["cmd"][:3] == ["uvicorn", "--factory", "app.main:create_app"]
+    assert image["cmd"][:3] == ["uvicorn", "--factory", "app.service:create_app"]
     # The project directory is installed editable in the build stage and copied unchanged.
     assert image["build_workdirs"][-1] == image["workdir"]
     assert [image["workdir"], image["workdir"]] in image["copies_from_build"]

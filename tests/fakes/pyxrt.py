@@ -165,7 +165,7 @@ class kernel:
         return 100 + argument
 
     def __call__(self, *args) -> run:
-        from npu.mel_host import call_samples
+        from npu.mel.host import call_samples
 
         if len(args) != 5:
             raise RuntimeError(f"kernel takes 5 arguments (opcode, instr, ninstr, in, out), "
@@ -213,8 +213,8 @@ class kernel:
 
 def write_fake_artifacts(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> None:
     """A fake xclbin (JSON naming its configuration) and an instruction stream, at the paths
-    ``npu.npu_mel.artifact_paths`` gives."""
-    from npu.npu_mel import artifact_paths
+    ``npu.mel.npu.artifact_paths`` gives."""
+    from npu.mel.npu import artifact_paths
 
     xclbin_path, insts_path = artifact_paths(artifacts_dir, n_mels, frames_per_call)
     xclbin_path.parent.mkdir(parents=True, exist_ok=True)

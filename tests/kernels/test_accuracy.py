@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import whisperx.audio
 
-from npu import mel_host
 from npu.kernel_lib import host_kernel
+from npu.mel import host
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
@@ -17,7 +17,7 @@ def test_accuracy_against_whisperx(speech, n_mels):
     for audio in speech.values():
         reference = whisperx.audio.log_mel_spectrogram(audio, n_mels,
                                                        padding=whisperx.audio.N_SAMPLES).numpy()
-        ours = mel_host.log_mel(audio, n_mels, whisperx.audio.N_SAMPLES, 3000, kernel)
+        ours = host.log_mel(audio, n_mels, whisperx.audio.N_SAMPLES, 3000, kernel)
         assert ours.shape == reference.shape
         errors.append(np.abs(ours - reference).ravel())
     error = np.concatenate(errors)
@@ -30,11 +30,11 @@ def test_clipped_input_is_scaled_down_not_clipped():
     t = np.arange(32_000) / 16_000
     audio = (1.7 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     reference = whisperx.audio.log_mel_spectrogram(audio, 80).numpy()
-    ours = mel_host.log_mel(audio, 80, 0, 3000, host_kernel(80))
+    ours = host.log_mel(audio, 80, 0, 3000, host_kernel(80))
     assert np.abs(ours - reference).max() <= 0.05
 
 
 def test_digital_silence_matches_whisper():
     audio = np.zeros(48_000, np.float32)
     reference = whisperx.audio.log_mel_spectrogram(audio, 80).numpy()
-    np.testing.assert_array_equal(mel_host.log_mel(audio, 80, 0, 3000, host_kernel(80)), reference)
+    np.testing.assert_array_equal(host.log_mel(audio, 80, 0, 3000, host_kernel(80)), reference)

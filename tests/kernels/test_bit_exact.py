@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from app.cli.kernels import synthetic_signals
-from npu import golden_mel, mel_host, mel_tables
+from npu.kernel_files import MEL_CONFIG_HEADER
 from npu.kernel_lib import host_kernel
-from npu.slaney import slaney_filters
+from npu.mel import golden, host, tables
+from npu.mel.slaney import slaney_filters
 
 FRAMES = 2000
 
@@ -18,7 +19,7 @@ FRAMES = 2000
 def test_host_kernel_equals_golden_on_edge_cases(n_mels):
     kernel = host_kernel(n_mels)
     for name, samples in synthetic_signals(FRAMES).items():
-        expected = golden_mel.kernel_call(samples, FRAMES, n_mels)
+        expected = golden.kernel_call(samples, FRAMES, n_mels)
         actual = kernel(samples, FRAMES)
         mismatched = np.argwhere(actual != expected)
         assert mismatched.size == 0, f"{name}: {len(mismatched)} values differ, first {mismatched[:3]}"
@@ -26,11 +27,11 @@ def test_host_kernel_equals_golden_on_edge_cases(n_mels):
 
 def speech_calls(audio: np.ndarray, frames_per_call: int = 3000):
     """The int16 buffers the NPU path sends for one file, as (samples, n_frames) per call."""
-    signal, n_frames = mel_host.padded_signal(audio)
+    signal, n_frames = host.padded_signal(audio)
     for first in range(0, n_frames, frames_per_call):
         count = min(frames_per_call, n_frames - first)
-        buffer = np.empty(mel_host.call_samples(count), np.int16)
-        mel_host.quantise_call(signal, first, buffer)
+        buffer = np.empty(host.call_samples(count), np.int16)
+        host.quantise_call(signal, first, buffer)
         yield buffer, count
 
 
@@ -40,7 +41,7 @@ def test_host_kernel_equals_golden_on_speech(speech):
     for name, audio in speech.items():
         for samples, count in speech_calls(audio):
             np.testing.assert_array_equal(kernel(samples, count),
-                                          golden_mel.kernel_call(samples, count, 80), err_msg=name)
+                                          golden.kernel_call(samples, count, 80), err_msg=name)
             frames += count
     total = frames + 2 * len(synthetic_signals(FRAMES)) * FRAMES
     assert total >= 20_000, f"only {total} frames compared"
@@ -64,19 +65,19 @@ def test_filters_follow_librosa_and_whisper(n_mels):
 def test_window_is_torch_periodic_hann():
     import torch
 
-    config = mel_tables.read_config()
+    config = tables.read_config()
     expected = torch.hann_window(400).double().numpy() * 32768
-    assert np.abs(mel_tables.hann_q15(config) - expected).max() <= 1
+    assert np.abs(tables.hann_q15(config) - expected).max() <= 1
 
 
 def test_header_disagreeing_with_audio_spec_is_refused(tmp_path):
     header = tmp_path / "mel_config.h"
-    header.write_text(mel_tables.CONFIG_HEADER.read_text().replace(
+    header.write_text(MEL_CONFIG_HEADER.read_text().replace(
         "#define MEL_N_FFT 400", "#define MEL_N_FFT 512"))
-    with pytest.raises(mel_tables.MelConfigError, match="MEL_N_FFT"):
-        mel_tables.read_config(header)
+    with pytest.raises(tables.MelConfigError, match="MEL_N_FFT"):
+        tables.read_config(header)
 
 
 def test_bit_length_matches_python():
     values = np.array([0, 1, 2, 3, 2**40 - 1, 2**40, 2**62 + 5, 2**63 - 1], dtype=np.int64)
-    assert golden_mel.bit_length(values).tolist() == [int(v).bit_length() for v in values]
+    assert golden.bit_length(values).tolist() == [int(v).bit_length() for v in values]

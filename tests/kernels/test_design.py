@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from npu import mel_tables
-from npu.kernel_lib import HOST_BUILD_DIR, KERNELS_DIR, build_host_library
+from npu.kernel_files import HOST_BUILD_DIR, KERNELS_DIR
+from npu.kernel_lib import build_host_library
+from npu.mel import tables
 
 DESIGN_PY = KERNELS_DIR / "mel" / "design.py"
 
@@ -28,7 +29,7 @@ def design():
 
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_budget_fits_and_stack_is_checked(design, n_mels):
-    config = mel_tables.read_config()
+    config = tables.read_config()
     budget = design.memory_budget(n_mels, HOST_BUILD_DIR / f"mel_n{n_mels}.o", config)
     assert budget.fifo_in == 2 * 2 * (10 * 160 + 240)
     assert budget.fifo_out == 2 * 2 * 10 * n_mels
@@ -38,7 +39,7 @@ def test_budget_fits_and_stack_is_checked(design, n_mels):
 
 
 def test_refuses_design_over_tile_memory(design):
-    config = dict(mel_tables.read_config(), FRAMES_PER_OBJECT=200)
+    config = dict(tables.read_config(), FRAMES_PER_OBJECT=200)
     with pytest.raises(design.DesignError, match="over the 65536 B limit"):
         design.memory_budget(128, HOST_BUILD_DIR / "mel_n128.o", config)
 
@@ -48,11 +49,11 @@ def test_refuses_stack_over_core_stack(design, tmp_path):
     shutil.copy(HOST_BUILD_DIR / "mel_n80.o", obj)
     obj.with_suffix(".su").write_text("mel.cc:1:1:void big()\t4096\tstatic\n")
     with pytest.raises(design.DesignError, match="stack"):
-        design.memory_budget(80, obj, mel_tables.read_config())
+        design.memory_budget(80, obj, tables.read_config())
 
 
 def test_mlir_streams_whole_call_through_overlapping_objects(design):
-    text = design.design_mlir(80, 3000, mel_tables.read_config())
+    text = design.design_mlir(80, 3000, tables.read_config())
     assert "memref<480240xi16>" in text and "memref<240000xi16>" in text
     assert "[1, 1, 300, 1840][0, 0, 1600, 1]" in text
     assert 'stack_size = 1024 : i32' in text and '@mel_object' in text
@@ -77,7 +78,7 @@ def test_make_without_toolchain_says_so():
 
 
 def test_makefile_builds_the_artifacts_the_npu_back_end_looks_for(tmp_path):
-    from npu.npu_mel import artifact_paths
+    from npu.mel.npu import artifact_paths
 
     listing = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(KERNELS_DIR),
                               "configs", f"PYTHON={sys.executable}"],
@@ -91,6 +92,6 @@ def test_makefile_builds_the_artifacts_the_npu_back_end_looks_for(tmp_path):
             wanted.append((xclbin.stem, str(n_mels)))
     assert sorted(built) == sorted(wanted)
     for stem, n_mels in built:
-        assert mel_tables.parse_artifact_stem(stem)[0] == int(n_mels)
-    with pytest.raises(mel_tables.MelConfigError):
-        mel_tables.parse_artifact_stem("mel_n080_f30")
+        assert tables.parse_artifact_stem(stem)[0] == int(n_mels)
+    with pytest.raises(tables.MelConfigError):
+        tables.parse_artifact_stem("mel_n080_f30")

@@ -1,4 +1,4 @@
-"""The NPU path's host side (``npu.mel_host``) against plain NumPy statements of what it does:
+"""The NPU path's host side (``npu.mel.host``) against plain NumPy statements of what it does:
 reflect padding with ``np.pad``, quantisation with rint + clip, Whisper's normalisation."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from npu import mel_host
+from npu.mel import host
 
 GAIN_LIMITS = (-8, 16)  # MEL_HOST_MIN/MAX_GAIN_LOG2 in kernels/mel/mel_config.h
 
@@ -42,12 +42,12 @@ SIGNALS = {
 @pytest.mark.parametrize("frames_per_call", [3000, 30])
 def test_quantised_calls_equal_the_copying_reference(name, padding, frames_per_call):
     audio = SIGNALS[name]
-    signal, n_frames = mel_host.padded_signal(audio, padding)
+    signal, n_frames = host.padded_signal(audio, padding)
     assert n_frames == (audio.size + padding) // 160
-    buffers = mel_host.CallBuffers.for_frames(frames_per_call)
+    buffers = host.CallBuffers.for_frames(frames_per_call)
     for first in range(0, n_frames, frames_per_call):
         buffers.samples[:] = 12345  # stale data from an earlier call must be overwritten
-        gain = mel_host.quantise_call(signal, first, buffers.samples)
+        gain = host.quantise_call(signal, first, buffers.samples)
         expected, expected_gain = reference_call(audio, padding, first, buffers.samples.size)
         assert gain == expected_gain
         np.testing.assert_array_equal(buffers.samples, expected)
@@ -59,7 +59,7 @@ def test_feature_writer_is_whispers_normalisation():
     log_q[5, :] = -32768  # an all-zero band's floor
     gains = [3, -2, 0]
     calls = [(0, 30), (30, 60), (60, 70)]
-    writer = mel_host.FeatureWriter(n_mels, frames)
+    writer = host.FeatureWriter(n_mels, frames)
     log10 = np.empty((n_mels, frames))
     for (lo, hi), gain in zip(calls, gains):
         writer.add_call(lo, log_q[lo:hi], gain)
@@ -73,8 +73,8 @@ def test_feature_writer_is_whispers_normalisation():
 
 def test_audio_too_short_or_malformed_is_a_clear_error():
     with pytest.raises(ValueError, match="more than 200"):
-        mel_host.padded_signal(np.zeros(200, np.float32))
+        host.padded_signal(np.zeros(200, np.float32))
     with pytest.raises(ValueError, match="padding"):
-        mel_host.padded_signal(np.zeros(1000, np.float32), -1)
-    signal, n_frames = mel_host.padded_signal(np.zeros(100, np.float32), 101)
+        host.padded_signal(np.zeros(1000, np.float32), -1)
+    signal, n_frames = host.padded_signal(np.zeros(100, np.float32), 101)
     assert n_frames == 1 and signal.size == 601

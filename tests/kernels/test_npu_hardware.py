@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from app.cli.kernels import synthetic_signals
-from npu import golden_mel
 from npu.backend import MelBackendConfig
-from npu.npu_mel import DEFAULT_ARTIFACTS_DIR, artifact_paths, device_node, open_npu_batch
+from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.mel import golden
+from npu.mel.npu import artifact_paths, device_node, open_npu_batch
 
 
 def _skip_reason() -> str | None:
     if not device_node(0).exists():
         return f"{device_node(0)} is absent (no NPU)"
-    missing = [p for p in artifact_paths(DEFAULT_ARTIFACTS_DIR, 80, 3000) if not p.is_file()]
+    missing = [p for p in artifact_paths(DEFAULT_KERNEL_DIR, 80, 3000) if not p.is_file()]
     if missing:
         return f"kernel artifacts not built: {missing[0]} (make -C kernels)"
     try:
@@ -30,10 +31,10 @@ def test_npu_equals_golden_bit_for_bit():
     if reason:
         print(f"skipping: {reason}")
         pytest.skip(reason)
-    backend = open_npu_batch(MelBackendConfig(80, 3000, DEFAULT_ARTIFACTS_DIR))
+    backend = open_npu_batch(MelBackendConfig(80, 3000, DEFAULT_KERNEL_DIR))
     try:
         for name, samples in synthetic_signals(3000).items():
             np.testing.assert_array_equal(backend._run(samples, 3000),
-                                          golden_mel.kernel_call(samples, 3000, 80), err_msg=name)
+                                          golden.kernel_call(samples, 3000, 80), err_msg=name)
     finally:
         backend.close()

@@ -7,15 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-from npu import golden_mel, mel_host
 from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
-from npu.npu_mel import NPUMelProcessorBatch, open_npu_batch, open_npu_frame
+from npu.mel import golden, host
+from npu.mel.cpu import log_mel_spectrogram
+from npu.mel.npu import NPUMelProcessorBatch, open_npu_batch, open_npu_frame
 
 
 def golden_path(audio, n_mels, padding, frames_per_call):
     """The NPU path computed with the golden model standing for the device."""
-    return mel_host.log_mel(audio, n_mels, padding, frames_per_call,
-                            lambda samples, count: golden_mel.kernel_call(samples, count, n_mels))
+    return host.log_mel(audio, n_mels, padding, frames_per_call,
+                            lambda samples, count: golden.kernel_call(samples, count, n_mels))
 
 
 def noisy_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
@@ -128,12 +129,11 @@ def test_run_failures(fake_npu, fault, reason):
 
 
 def test_seed_fallback_to_cpu_counts_reason(fake_npu):
-    cpu_mel = pytest.importorskip("npu.cpu_mel", reason="npu.cpu_mel (runtime helper) not merged")
     audio = noisy_speechlike(2.0)
     processor = NPUMelProcessorBatch(artifacts_dir=fake_npu.artifacts_dir)
     fake_npu.pyxrt.FAULTS.add("zeros")
     features = processor.process(audio)
-    np.testing.assert_allclose(features, cpu_mel.log_mel_spectrogram(audio, 80, 0), atol=1e-6)
+    np.testing.assert_allclose(features, log_mel_spectrogram(audio, 80, 0), atol=1e-6)
     assert processor.get_performance_metrics()["fallback_reasons"] == {"bad_output": 1}
     processor.close()
 

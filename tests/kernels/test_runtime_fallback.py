@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import whisperx.audio
 
-from npu import UnifiedNPURuntime, golden_mel, mel_host
+from npu import UnifiedNPURuntime
 from npu.backend import FallbackReason, MelBackendError
-from npu.cpu_mel import log_mel_spectrogram
+from npu.mel import golden, host
+from npu.mel.cpu import log_mel_spectrogram
 
 AUDIO = (0.3 * np.sin(2 * np.pi * 220 * np.arange(40_000) / 16_000)
          * (1 + np.sin(2 * np.pi * 3 * np.arange(40_000) / 16_000))
@@ -23,8 +24,8 @@ PADDING = 480_000 - AUDIO.size  # as WhisperX pads each VAD chunk to 30 s
 
 def golden_features(audio, frames_per_call, padding=PADDING, n_mels=80):
     """The NPU path with the golden model standing for the device."""
-    return mel_host.log_mel(audio, n_mels, padding, frames_per_call,
-                            lambda samples, count: golden_mel.kernel_call(samples, count, n_mels))
+    return host.log_mel(audio, n_mels, padding, frames_per_call,
+                            lambda samples, count: golden.kernel_call(samples, count, n_mels))
 
 
 def cpu_features(audio, padding=PADDING, n_mels=80):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import whisperx.audio
 
-from npu.cpu_mel import CpuMelBackend, log_mel_spectrogram, mel_filters
+from npu.mel.cpu import CpuMelBackend, log_mel_spectrogram, mel_filters
 from tests.speech import decode_16k_mono, speech_files
 
 TOLERANCE = 2e-5

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from npu.ops import attention, gelu
+from npu.ops.cpu import attention, gelu
 
 
 def test_gelu_matches_math_erf_in_float64():
@@ -31,7 +31,7 @@ def test_gelu_rejects_non_numbers():
 
 
 def _torch_sdpa(q, k, v, mask=None):
-    t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))
     return F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=t(mask)).numpy()
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from npu import UnifiedNPURuntime
 from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
-from npu.cpu_mel import log_mel_spectrogram
-from npu.runtime import DEFAULT_KERNEL_DIR
+from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.mel.cpu import log_mel_spectrogram
 
 AUDIO = (np.random.default_rng(7).standard_normal(16000 * 2 + 55) * 0.2).astype(np.float32)
 OPEN_REASONS = [
@@ -312,10 +312,10 @@ def test_summary_names_backend_and_fallbacks(capsys):
 
 
 def test_gelu_and_attention_are_served():
-    from npu import ops
+    from npu.ops import cpu
 
     x = np.linspace(-3, 3, 13, dtype=np.float32)
     with UnifiedNPURuntime(enable_mel=False) as rt:
-        np.testing.assert_array_equal(rt.gelu(x), ops.gelu(x))
+        np.testing.assert_array_equal(rt.gelu(x), cpu.gelu(x))
         q = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
-        np.testing.assert_array_equal(rt.attention(q, q, q), ops.attention(q, q, q))
+        np.testing.assert_array_equal(rt.attention(q, q, q), cpu.attention(q, q, q))

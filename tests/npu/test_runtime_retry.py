@@ -10,7 +10,7 @@ import pytest
 
 from npu import UnifiedNPURuntime
 from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
-from npu.cpu_mel import log_mel_spectrogram
+from npu.mel.cpu import log_mel_spectrogram
 from tests.npu.test_runtime import AUDIO, FakeNpuBackend, fallbacks
 
 RETRY = 60.0

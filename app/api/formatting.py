@@ -1,4 +1,4 @@
-"""Turn a :class:`~app.engine.Transcription` into the five response formats.
+"""Turn a :class:`~app.transcription.engine.Transcription` into the five response formats.
 
 ``srt`` and ``vtt`` come from WhisperX's own subtitle writers (``whisperx.utils``), ``text`` is
 the transcript as one paragraph, and the two JSON shapes follow OpenAI's audio API (``json``:
@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi.responses import PlainTextResponse, Response
 from whisperx.utils import LANGUAGES, WriteSRT, WriteVTT
 
-from app.engine import Transcription
+from app.transcription.engine import Transcription
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
 MEDIA_TYPES: dict[str, str] = {

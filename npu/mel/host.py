@@ -23,7 +23,8 @@ from functools import cache
 import numba
 import numpy as np
 
-from npu import audio_spec, mel_tables
+from npu import audio_spec
+from npu.mel import tables
 
 _HALF = audio_spec.N_FFT // 2
 _LOG10_2 = math.log10(2.0)
@@ -39,7 +40,7 @@ class _HostConstants:
 
 @cache
 def _constants() -> _HostConstants:
-    config = mel_tables.read_config()
+    config = tables.read_config()
     return _HostConstants(config["HOST_MIN_GAIN_LOG2"], config["HOST_MAX_GAIN_LOG2"],
                           2.0 ** -config["OUT_FRAC_BITS"])
 
@@ -136,8 +137,8 @@ def _quantise_part(part, scale, out):  # pragma: no cover - compiled
     comparisons so the loop vectorises."""
     for i in range(part.shape[0]):
         x = part[i] * scale
-        x = x if x < np.float32(32767.0) else np.float32(32767.0)
-        x = x if x > np.float32(-32768.0) else np.float32(-32768.0)
+        x = min(np.float32(32767.0), x)
+        x = max(np.float32(-32768.0), x)
         out[i] = np.int16(np.rint(x))
 
 

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from npu import mel_tables
+from npu.mel import tables
 
 _BITLEN_STEPS = (32, 16, 8, 4, 2, 1)
 
@@ -20,9 +20,9 @@ _BITLEN_STEPS = (32, 16, 8, 4, 2, 1)
 @cache
 def _fft_stages(config_key: tuple) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per radix (innermost first): the merged twiddles W_L'^(m*k) for m >= 1 as [r-1, r, L]."""
-    config = mel_tables.read_config()
+    config = tables.read_config()
     n_fft, half = config["N_FFT"], config["HALF_FFT"]
-    tw = mel_tables.twiddles_q15(config).astype(np.int64)
+    tw = tables.twiddles_q15(config).astype(np.int64)
     stages, length = [], 1
     for radix in config["RADICES"]:
         combined = length * radix
@@ -67,7 +67,7 @@ def _config_key(config: dict) -> tuple:
 
 def power_spectrum(frames: np.ndarray, config: dict) -> np.ndarray:
     """|2X[k]|^2 for k in 0..N_FFT/2 as int64 [F, N_BINS], from int16 frames [F, N_FFT]."""
-    window = mel_tables.hann_q15(config).astype(np.int64)
+    window = tables.hann_q15(config).astype(np.int64)
     shift = config["WINDOW_SHIFT"]
     windowed = (frames.astype(np.int64) * window + (1 << (shift - 1))) >> shift
     zr, zi = _fft200(windowed[:, 0::2], windowed[:, 1::2], config)
@@ -75,7 +75,7 @@ def power_spectrum(frames: np.ndarray, config: dict) -> np.ndarray:
     k = np.arange(config["N_BINS"])
     ar, ai = zr[:, k % half], zi[:, k % half]
     br, bi = zr[:, (half - k) % half], -zi[:, (half - k) % half]
-    tw = mel_tables.twiddles_q15(config).astype(np.int64)
+    tw = tables.twiddles_q15(config).astype(np.int64)
     # O = -i (a - b); 2X = (a + b) + W^k O
     tr, ti = _cmul_q15(ai - bi, -(ar - br), tw[k, 0], tw[k, 1], config["TWIDDLE_FRAC_BITS"])
     xr, xi = ar + br + tr, ai + bi + ti
@@ -95,8 +95,8 @@ def bit_length(values: np.ndarray) -> np.ndarray:
 
 @cache
 def _dense_filters(n_mels: int) -> np.ndarray:
-    config = mel_tables.read_config()
-    filters = mel_tables.sparse_filters(n_mels, config)
+    config = tables.read_config()
+    filters = tables.sparse_filters(n_mels, config)
     dense = np.zeros((config["N_BINS"], n_mels), dtype=np.int64)
     for band, (start, count, offset) in enumerate(
             zip(filters.starts, filters.counts, filters.offsets)):
@@ -106,7 +106,7 @@ def _dense_filters(n_mels: int) -> np.ndarray:
 
 def log10_q(acc: np.ndarray, frame_shift: np.ndarray, config: dict) -> np.ndarray:
     """The kernel's log: leading-zero count + table + interpolation -> int16 log10 Q10."""
-    table = mel_tables.log2_table(config).astype(np.int64)
+    table = tables.log2_table(config).astype(np.int64)
     table_bits, frac_bits = config["LOG2_TABLE_BITS"], config["LOG2_FRAC_BITS"]
     top = bit_length(acc) - 1
     safe_top = np.maximum(top, 0).astype(np.uint64)
@@ -126,7 +126,7 @@ def log10_q(acc: np.ndarray, frame_shift: np.ndarray, config: dict) -> np.ndarra
 
 def kernel_frames(frames: np.ndarray, n_mels: int) -> np.ndarray:
     """int16 frames [F, N_FFT] -> the kernel's int16 log10 mel [F, n_mels]."""
-    config = mel_tables.read_config()
+    config = tables.read_config()
     power = power_spectrum(frames, config)
     shift = np.maximum(bit_length(power.max(axis=1)) - config["POWER_BITS"], 0)
     scaled = power >> shift[:, None]
@@ -138,7 +138,7 @@ def kernel_call(samples: np.ndarray, n_frames: int, n_mels: int,
                 block_frames: int = 4096) -> np.ndarray:
     """What one kernel call writes: ``samples`` is the int16 padded signal, frame f reads
     ``samples[f*HOP : f*HOP + N_FFT]``; returns int16 [n_frames, n_mels]."""
-    config = mel_tables.read_config()
+    config = tables.read_config()
     hop, n_fft = config["HOP"], config["N_FFT"]
     needed = (n_frames - 1) * hop + n_fft
     if samples.dtype != np.int16 or samples.ndim != 1 or samples.size < needed:

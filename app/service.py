@@ -1,4 +1,5 @@
-"""The app factory (``uvicorn --factory app.main:create_app``) and its lifespan.
+"""Composition: settings -> runtime + engine + app; the app factory
+(``uvicorn --factory app.service:create_app``) and its lifespan.
 
 Start-up creates the one :class:`~npu.runtime.UnifiedNPURuntime` and loads the WhisperX model
 once (then warms it up) on a background thread, so ``/health`` answers at once and ``/ready``
@@ -14,68 +15,24 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
-from app.engine import Engine, model_n_mels
-from app.errors import NotReady, install_error_handlers
-from app.metrics import ServiceMetrics
-from app.security import api_key_dependency, install_cors
+from app.api import monitoring, transcriptions
+from app.api.limits import UploadLimit
+from app.api.request_metrics import RequestMetrics
+from app.api.security import api_key_dependency, install_cors
+from app.errors import install_error_handlers
 from app.settings import Settings
-from app.upload_limit import UploadLimit
+from app.state import ServiceState
+from app.transcription.engine import Engine, model_n_mels
+from npu.runtime import UnifiedNPURuntime
 
 logger = logging.getLogger("amanuensis")
 
 
-@dataclass
-class ServiceState:
-    """What the routes share: settings, metrics, and the runtime and engine once loaded."""
-
-    settings: Settings
-    runtime: Any = None
-    engine: Engine | None = None
-    problem: str | None = "the model is still loading"
-    problem_code: str = "model_loading"
-    started_at: float = field(default_factory=time.time)
-    metrics: ServiceMetrics = field(init=False)
-    admission: AdmissionController = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.metrics = ServiceMetrics(self.runtime_metrics)
-        self.admission = AdmissionController(
-            AdmissionLimits(
-                max_concurrent=self.settings.max_concurrent,
-                max_queue=self.settings.max_queue,
-                timeout_base_seconds=self.settings.request_timeout_base_seconds,
-                timeout_per_audio_second=self.settings.request_timeout_per_audio_second,
-            ),
-            AdmissionMetrics(self.metrics.registry),
-        )
-
-    def runtime_metrics(self) -> dict | None:
-        return self.runtime.get_performance_metrics() if self.runtime is not None else None
-
-    @property
-    def model_id(self) -> str:
-        return Path(self.settings.model).name if Path(self.settings.model).is_dir() else \
-            self.settings.model
-
-    def ready_engine(self) -> Engine:
-        """The engine, or 503 saying why there is none."""
-        if self.engine is None:
-            raise NotReady(self.problem or "the model is not loaded", code=self.problem_code)
-        return self.engine
-
-
-def create_runtime(settings: Settings, n_mels: int = 80) -> Any:
+def create_runtime(settings: Settings, n_mels: int = 80) -> UnifiedNPURuntime:
     """The process-wide runtime for ``settings.mel_backend`` (``cpu`` never touches the NPU)."""
-    from npu.runtime import UnifiedNPURuntime
-
     return UnifiedNPURuntime(
         device_id=settings.npu_device_id,
         enable_mel=settings.mel_backend != "cpu",
@@ -156,8 +113,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from app.routes import monitoring, router
-
     settings = settings or Settings()
     app = FastAPI(
         title="Amanuensis",
@@ -166,59 +121,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = ServiceState(settings)
     app.state.endpoints = frozenset(
-        route.path for routes in (router, monitoring) for route in routes.routes
+        route.path for routes in (transcriptions.router, monitoring.router)
+        for route in routes.routes
     )
     install_error_handlers(app)
     install_cors(app, settings.cors_origins)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     require_key = [Depends(api_key_dependency(api_key))]
-    app.include_router(router, dependencies=require_key)
-    app.include_router(monitoring,
+    app.include_router(transcriptions.router, dependencies=require_key)
+    app.include_router(monitoring.router,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics)
     return app
-
-
-class RequestMetrics:
-    """Requests by endpoint (the route's path template, never the raw URL) and status, their
-    duration, and requests in flight.
-
-    A plain ASGI middleware on purpose: behind Starlette's ``BaseHTTPMiddleware`` a route's
-    ``request.is_disconnected()`` never turns true (the disconnect message is swallowed when its
-    poll is cancelled), so a queued request whose client hung up would still run.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        metrics = scope["app"].state.service.metrics
-        status = 500
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        metrics.in_flight.inc()
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_noting_status)
-        finally:
-            endpoint = _endpoint(scope)
-            metrics.in_flight.dec()
-            metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-            metrics.request_duration.labels(endpoint=endpoint).observe(
-                time.perf_counter() - started)
-
-
-def _endpoint(scope: Scope) -> str:
-    """The endpoint's path (the routes have no path parameters), or ``unmatched``: label values
-    stay a fixed set whatever URLs clients send."""
-    path = scope["path"]
-    return path if path in scope["app"].state.endpoints else "unmatched"

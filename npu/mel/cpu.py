@@ -34,7 +34,7 @@ from npu.audio_spec import (
     N_FREQ_BINS,
     SUPPORTED_N_MELS,
 )
-from npu.slaney import slaney_filters
+from npu.mel.slaney import slaney_filters
 
 REFLECT_PAD = N_FFT // 2
 BLOCK_FRAMES = 128
@@ -56,7 +56,7 @@ def check_n_mels(n_mels: int) -> int:
     return n_mels
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mel_filters(n_mels: int) -> np.ndarray:
     """Slaney-scale, Slaney-normalised filters ``[n_mels, 201]`` as ``librosa.filters.mel``.
 
@@ -95,7 +95,7 @@ def validate_audio(audio: np.ndarray, padding: int) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each filter's non-zero bins ``[starts[m], stops[m])`` and the filters in float64.
 
@@ -161,7 +161,7 @@ def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # p
             for n in range(n_frames):
                 acc[n] += weight * power_row[n]
         for n in range(n_frames):
-            mel[m, n] = floor if acc[n] < floor else acc[n]  # NaN stays NaN: bad input shows
+            mel[m, n] = max(acc[n], floor)  # NaN stays NaN: bad input shows
 
 
 @numba.njit(nogil=True, cache=True)

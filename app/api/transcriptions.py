@@ -1,10 +1,7 @@
-"""HTTP routes: ``/transcribe``, OpenAI's audio endpoints, models, health, readiness, status,
-metrics.
+"""Transcription routes: ``/transcribe``, OpenAI's audio endpoints and ``/v1/models``.
 
 Transcription handlers hold an admission slot (:mod:`app.admission`) and run decoding and the
 model on its bounded pool of model threads, off the event loop, within the request's deadline.
-Monitoring routes (``monitoring``) are plain and never wait for a slot; the app factory decides
-which routers need the API key.
 """
 
 from __future__ import annotations
@@ -12,36 +9,28 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.audio import decode_audio, duration_seconds
-from app.engine import Transcription
-from app.errors import InvalidRequest, documented_errors
-from app.formatting import (
+from app.api.dependencies import State
+from app.api.formatting import (
     MEDIA_TYPES,
     ResponseFormat,
     openai_body,
     render_text,
     service_body,
 )
-from app.main import ServiceState
+from app.errors import InvalidRequest, documented_errors
+from app.state import ServiceState
+from app.transcription.audio import decode_audio, duration_seconds
+from app.transcription.engine import Transcription
 
 TRANSCRIPTION_ERRORS = documented_errors(400, 401, 413, 415, 422, 429, 500, 503, 504)
 TRANSCRIPTION_MEDIA = {200: {"description": "The transcript in the requested format",
                              "content": {media_type: {} for media_type in MEDIA_TYPES.values()}}}
 router = APIRouter()
-monitoring = APIRouter()
 Task = Literal["transcribe", "translate"]
 Granularity = Literal["word", "segment"]
-
-
-def service_state(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
-State = Annotated[ServiceState, Depends(service_state)]
 
 
 class _Clock:
@@ -195,52 +184,3 @@ def models(state: State) -> dict:
     return {"object": "list", "data": [{
         "id": state.model_id, "object": "model", "created": int(state.started_at),
         "owned_by": "amanuensis"}]}
-
-
-@monitoring.get("/health", summary="Liveness: the process answers",
-                responses=documented_errors(401))
-def health() -> dict:
-    return {"status": "ok"}
-
-
-@monitoring.get("/ready", summary="Readiness: 200 once the model and runtime are loaded",
-                responses=documented_errors(401, 503))
-def ready(state: State) -> dict:
-    state.ready_engine()
-    return {"status": "ready", "model": state.settings.model,
-            "mel_backend": state.runtime.mel_backend_name}
-
-
-@monitoring.get("/status", summary="Model, mel back-end and why, fallback counts, uptime",
-                responses=documented_errors(401))
-def status(state: State) -> dict:
-    runtime = state.runtime_metrics() or {}
-    return {
-        "model": state.settings.model,
-        "ready": state.engine is not None,
-        "problem": state.problem,
-        "compute_type": state.settings.compute_type,
-        "batch_size": state.settings.batch_size,
-        "cpu_threads": state.settings.cpu_threads,
-        "concurrency": {
-            "max_concurrent": state.settings.max_concurrent,
-            "max_queue": state.settings.max_queue,
-            "running": state.admission.running,
-            "waiting": state.admission.waiting,
-            "model_workers": state.engine.concurrency if state.engine is not None else None,
-        },
-        "vad_method": state.settings.vad_method,
-        "language": state.settings.language,
-        "mel_backend": runtime.get("mel_backend"),
-        "mel_backend_reason": runtime.get("mel_backend_reason"),
-        "mel_fallbacks": runtime.get("fallbacks", {}),
-        "mel_backends": runtime.get("backends", {}),
-        "uptime_seconds": time.time() - state.started_at,
-    }
-
-
-@monitoring.get("/metrics", summary="Prometheus metrics", responses={
-    200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}},
-    **documented_errors(401)})
-def metrics(state: State) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

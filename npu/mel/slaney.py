@@ -33,7 +33,7 @@ def mel_to_hz(mel):
     return np.where(mel >= _MIN_LOG_MEL, log, linear)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def slaney_filters(n_mels: int) -> np.ndarray:
     """Float64 ``[n_mels, 201]`` triangles with Slaney area normalisation; read-only (shared)."""
     fft_freqs = np.linspace(0, SAMPLE_RATE / 2, N_FREQ_BINS)

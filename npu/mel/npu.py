@@ -10,8 +10,8 @@ so a kernel that hangs or answers wrongly is refused at start-up. A run that doe
 or output that is all zero or (at the probe) wrong, raises :class:`MelBackendError`
 (``run_failed`` / ``bad_output``) unless ``fallback_to_cpu``.
 
-The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel_host``; the
-kernel's arithmetic is ``npu.golden_mel``; tests drive this module through a strict fake pyxrt.
+The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel.host``; the
+kernel's arithmetic is ``npu.mel.golden``; tests drive this module through a strict fake pyxrt.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from typing import Self
 
 import numpy as np
 
-from npu import audio_spec, mel_host, mel_tables
+from npu import audio_spec
 from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendConfig, MelBackendError
+from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.mel import host, tables
 
 logger = logging.getLogger(__name__)
 
 KERNEL_NAME = "MLIR_AIE"
 OPCODE = 3
-DEFAULT_ARTIFACTS_DIR = mel_tables.REPO_ROOT / "kernels" / "build"
 DEVICE_DIR_ENV = "AMANUENSIS_NPU_DEVICE_DIR"
 DEFAULT_TIMEOUT_MS = 10_000
 PROBE_FRAMES = 10
@@ -58,7 +59,7 @@ def device_node(device_id: int) -> Path:
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
     """The xclbin and instruction stream ``make -C kernels`` builds for one configuration."""
-    stem = mel_tables.artifact_stem(n_mels, frames_per_call)
+    stem = tables.artifact_stem(n_mels, frames_per_call)
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
 
 
@@ -150,7 +151,7 @@ class NPUMelProcessorBatch:
 
     def __init__(self, batch_size: int = audio_spec.N_FRAMES, xclbin_path: Path | None = None,
                  insts_path: Path | None = None, n_mels: int = 80, device_id: int = 0,
-                 fallback_to_cpu: bool = True, artifacts_dir: Path = DEFAULT_ARTIFACTS_DIR,
+                 fallback_to_cpu: bool = True, artifacts_dir: Path = DEFAULT_KERNEL_DIR,
                  timeout_ms: int = DEFAULT_TIMEOUT_MS, name: str = NPU_BATCH) -> None:
         if n_mels not in audio_spec.SUPPORTED_N_MELS:
             raise ValueError(f"n_mels must be one of {audio_spec.SUPPORTED_N_MELS}")
@@ -195,7 +196,7 @@ class NPUMelProcessorBatch:
             raise MelBackendError(FallbackReason.LOAD_FAILED,
                                   f"XRT open of {self.xclbin_path.name}: {error}") from error
         self._xrt, self._context = xrt, context
-        self._buffers = mel_host.CallBuffers.for_frames(self.frames_per_call)
+        self._buffers = host.CallBuffers.for_frames(self.frames_per_call)
         self._out_bytes = self.frames_per_call * self.n_mels * 2
         try:
             self._bo_in = xrt.bo(device, self._buffers.samples.nbytes, xrt.bo.host_only,
@@ -248,14 +249,14 @@ class NPUMelProcessorBatch:
         """One known-answer run at open: pseudo-random full-scale input; the first and last
         PROBE_FRAMES frames must equal the golden model bit for bit. A kernel that times out,
         errs or answers wrongly (the seed's all zeros) is refused before any request sees it."""
-        from npu import golden_mel
+        from npu.mel import golden
 
         samples = np.random.default_rng(PROBE_SEED).integers(
             -32768, 32768, self._buffers.samples.size, dtype=np.int16)
         out = self._execute(samples)
         count = min(PROBE_FRAMES, self.frames_per_call)
         for first in sorted({0, self.frames_per_call - count}):
-            expected = golden_mel.kernel_call(samples[first * audio_spec.HOP_LENGTH:], count,
+            expected = golden.kernel_call(samples[first * audio_spec.HOP_LENGTH:], count,
                                               self.n_mels)
             if not np.array_equal(out[first:first + count], expected):
                 raise MelBackendError(FallbackReason.BAD_OUTPUT,
@@ -272,7 +273,7 @@ class NPUMelProcessorBatch:
             started = time.perf_counter()
             kernel_before = self._metrics.kernel_seconds
             try:
-                features = mel_host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
+                features = host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
                                             self._run, self._buffers)
             except MelBackendError as error:
                 if not self.fallback_to_cpu:
@@ -285,7 +286,7 @@ class NPUMelProcessorBatch:
             return features
 
     def _cpu(self, audio: np.ndarray, padding: int, reason: MelBackendError | None) -> np.ndarray:
-        from npu.cpu_mel import log_mel_spectrogram
+        from npu.mel.cpu import log_mel_spectrogram
 
         key = reason.reason.value if reason else "unknown"
         self._metrics.cpu_fallbacks += 1
@@ -346,7 +347,7 @@ def open_npu_batch(config: MelBackendConfig) -> NPUMelProcessorBatch:
 
 def open_npu_frame(config: MelBackendConfig) -> NPUMelProcessorBatch:
     """Runtime factory ``npu-frame``: the seed's small batch, 30 frames per run."""
-    frames = mel_tables.read_config()["FRAMES_PER_CALL_FRAME"]
+    frames = tables.read_config()["FRAMES_PER_CALL_FRAME"]
     return NPUMelProcessorBatch(batch_size=frames, n_mels=config.n_mels,
                                 device_id=config.device_id, artifacts_dir=config.artifacts_dir,
                                 fallback_to_cpu=False, name=NPU_FRAME)

@@ -48,9 +48,9 @@ from faster_whisper.transcribe import get_compression_ratio
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 from whisperx.vads import Silero, Vad
 
-from app.audio import duration_seconds
 from app.errors import AlignmentUnavailable, InvalidRequest
 from app.settings import Settings
+from app.transcription.audio import duration_seconds
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""HTTP only: routers by area, formatting, authentication, upload limits, request metrics."""

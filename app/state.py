@@ -1,0 +1,55 @@
+"""What the routes share: the settings, the metrics, the admission controller, and the runtime and
+engine once they are loaded (or why they are not)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
+from app.errors import NotReady
+from app.metrics import ServiceMetrics
+from app.settings import Settings
+from app.transcription.engine import Engine
+
+
+@dataclass
+class ServiceState:
+    """What the routes share: settings, metrics, and the runtime and engine once loaded."""
+
+    settings: Settings
+    runtime: Any = None
+    engine: Engine | None = None
+    problem: str | None = "the model is still loading"
+    problem_code: str = "model_loading"
+    started_at: float = field(default_factory=time.time)
+    metrics: ServiceMetrics = field(init=False)
+    admission: AdmissionController = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = ServiceMetrics(self.runtime_metrics)
+        self.admission = AdmissionController(
+            AdmissionLimits(
+                max_concurrent=self.settings.max_concurrent,
+                max_queue=self.settings.max_queue,
+                timeout_base_seconds=self.settings.request_timeout_base_seconds,
+                timeout_per_audio_second=self.settings.request_timeout_per_audio_second,
+            ),
+            AdmissionMetrics(self.metrics.registry),
+        )
+
+    def runtime_metrics(self) -> dict | None:
+        return self.runtime.get_performance_metrics() if self.runtime is not None else None
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.settings.model).name if Path(self.settings.model).is_dir() else \
+            self.settings.model
+
+    def ready_engine(self) -> Engine:
+        """The engine, or 503 saying why there is none."""
+        if self.engine is None:
+            raise NotReady(self.problem or "the model is not loaded", code=self.problem_code)
+        return self.engine

@@ -1,0 +1,22 @@
+"""Where the kernels are: their sources and size headers, and the built artifacts.
+
+The one place these paths are written; everything else (the tables generator, the host-build
+loader, the NPU back-ends, the settings' default) reads them from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
+"""The kernels' sources: one folder per op with its ``.cc``, size header and design generator."""
+
+DEFAULT_KERNEL_DIR = KERNELS_DIR / "build"
+"""Where ``make -C kernels`` writes the xclbins and instruction streams (``AMANUENSIS_KERNEL_DIR``
+overrides it)."""
+
+HOST_BUILD_DIR = DEFAULT_KERNEL_DIR / "host"
+"""The kernels' scalar paths compiled for the host (``make -C kernels host``)."""
+
+MEL_CONFIG_HEADER = KERNELS_DIR / "mel" / "mel_config.h"
+"""The mel kernel's sizes and formats, read by :mod:`npu.mel.tables`."""
