@@ -33,14 +33,7 @@ logger = logging.getLogger("amanuensis")
 
 def create_runtime(settings: Settings, n_mels: int = 80) -> UnifiedNPURuntime:
     """The process-wide runtime for ``settings.mel_backend`` (``cpu`` never touches the NPU)."""
-    return UnifiedNPURuntime(
-        device_id=settings.npu_device_id,
-        enable_mel=settings.mel_backend != "cpu",
-        fallback_to_cpu=settings.mel_backend != "npu",
-        n_mels=n_mels,
-        kernel_dir=settings.kernel_dir,
-        npu_retry_seconds=settings.npu_retry_seconds,
-    )
+    return UnifiedNPURuntime.from_config(settings.front_end_config(n_mels))
 
 
 def load(state: ServiceState) -> None:
@@ -52,24 +45,26 @@ def load(state: ServiceState) -> None:
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail_model(state, error)
         return
-    try:
-        state.runtime = create_runtime(settings, n_mels)
-    except Exception as error:  # noqa: BLE001 - reported through /ready and the log
-        _fail(state, "runtime_unavailable",
-              f"the compute runtime could not start with AMANUENSIS_MEL_BACKEND="
-              f"{settings.mel_backend}: {error}. Fix: set AMANUENSIS_MEL_BACKEND=auto (falls back "
-              f"to the CPU) or cpu, or install the NPU driver and kernels.")
-        return
+    if state.runtime is None:
+        try:
+            state.runtime = create_runtime(settings, n_mels)
+        except Exception as error:  # noqa: BLE001 - reported through /ready and the log
+            _fail(state, "runtime_unavailable",
+                  f"the compute runtime could not start with AMANUENSIS_MEL_BACKEND="
+                  f"{settings.mel_backend}: {error}. Fix: set AMANUENSIS_MEL_BACKEND=auto (falls "
+                  f"back to the CPU) or cpu, or install the NPU driver and kernels.")
+            return
+        state.owned.append(state.runtime)
     try:
         engine = Engine(settings, state.runtime)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail_model(state, error)
         return
+    state.owned.append(engine)
     try:
         if settings.warmup:
             engine.warm_up()
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
-        engine.close()
         _fail(state, "model_unavailable",
               f"the model {settings.model!r} loaded but failed its warm-up pass: "
               f"{type(error).__name__}: {error}. Fix: check that AMANUENSIS_MODEL is a Whisper "
@@ -98,28 +93,40 @@ def _fail(state: ServiceState, code: str, message: str) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load in the background unless the engine was handed in; at shutdown wait for running
+    work, then close what the service built (engine before runtime)."""
     state: ServiceState = app.state.service
-    loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load", daemon=True)
-    loader.start()
+    loader = None
+    if state.engine is None:
+        loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load",
+                                  daemon=True)
+        loader.start()
     try:
         yield
     finally:
-        loader.join()
+        if loader is not None:
+            loader.join()
         state.admission.close()
-        if state.engine is not None:
-            state.engine.close()
-        if state.runtime is not None:
-            state.runtime.close()
+        for component in reversed(state.owned):
+            component.close()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime | None = None,
+               engine: Engine | None = None) -> FastAPI:
+    """The service. With ``runtime`` and/or ``engine`` the app uses them instead of building
+    its own from ``settings`` (a caller's objects stay the caller's to close): the one seam
+    through which tests and embedding programs hand in their own."""
+    if engine is not None and runtime is None:
+        raise ValueError("an engine needs the runtime it computes its features on")
     settings = settings or Settings()
     app = FastAPI(
         title="Amanuensis",
         summary="Speech to text on WhisperX, OpenAI-compatible",
         lifespan=lifespan,
     )
-    app.state.service = ServiceState(settings)
+    app.state.service = ServiceState(settings, runtime=runtime, engine=engine)
+    if engine is not None:
+        app.state.service.problem = None
     app.state.endpoints = frozenset(
         route.path for routes in (transcriptions.router, monitoring.router)
         for route in routes.routes

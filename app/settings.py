@@ -12,8 +12,15 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from npu.config import (
+    DEFAULT_DEVICE_DIR,
+    DEFAULT_NPU_RETRY_SECONDS,
+    DEFAULT_PROBE_EVERY_CALLS,
+    DEFAULT_PROBE_INTERVAL_SECONDS,
+    FrontEndConfig,
+    MelMode,
+)
 from npu.kernel_files import DEFAULT_KERNEL_DIR
-from npu.runtime import DEFAULT_NPU_RETRY_SECONDS
 
 
 class Settings(BaseSettings):
@@ -50,7 +57,7 @@ class Settings(BaseSettings):
     vad_method: Literal["pyannote", "silero"] = "pyannote"
     """Voice-activity detector that cuts the audio into chunks (pyannote ships with WhisperX)."""
 
-    mel_backend: Literal["auto", "npu", "cpu"] = "auto"
+    mel_backend: MelMode = MelMode.AUTO
     """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to
     start without it, ``cpu`` never touches the NPU."""
 
@@ -58,7 +65,10 @@ class Settings(BaseSettings):
     """Directory holding the built NPU kernel artifacts (xclbin + instruction files)."""
 
     npu_device_id: int = Field(default=0, ge=0)
-    """Which ``/dev/accel/accel<N>`` to use."""
+    """Which ``<npu_device_dir>/accel<N>`` to use."""
+
+    npu_device_dir: Path = DEFAULT_DEVICE_DIR
+    """Where the NPU driver's device nodes are (``/dev/accel``; a test points it at a fake)."""
 
     align_model: str | None = None
     """wav2vec2 alignment model for word timestamps: a Hugging Face name or a local directory;
@@ -89,6 +99,15 @@ class Settings(BaseSettings):
     """After an NPU run fails, how long the CPU serves before the NPU is tried again; empty
     means never."""
 
+    npu_probe_every_calls: int | None = Field(default=DEFAULT_PROBE_EVERY_CALLS, ge=1)
+    """While serving from the NPU, repeat its known-answer probe after this many mel calls (one
+    call is one 30 s chunk); a wrong answer counts ``bad_output`` and the CPU takes over. Empty
+    means never."""
+
+    npu_probe_interval_seconds: float | None = Field(default=DEFAULT_PROBE_INTERVAL_SECONDS, ge=0)
+    """...or before the first call once this many seconds have passed since the last probe.
+    Empty means never."""
+
     api_key: SecretStr | None = None
     """When set, transcription and model routes require ``Authorization: Bearer <key>``."""
 
@@ -104,6 +123,20 @@ class Settings(BaseSettings):
 
     port: int = Field(default=8000, ge=1, le=65535)
     """Port ``amanuensis serve`` listens on."""
+
+    def front_end_config(self, n_mels: int = 80) -> FrontEndConfig:
+        """These settings' answer to which mel back-ends, where, and what happens on failure,
+        for a model with ``n_mels`` bands."""
+        return FrontEndConfig(
+            mode=self.mel_backend,
+            n_mels=n_mels,
+            kernel_dir=self.kernel_dir,
+            device_dir=self.npu_device_dir,
+            device_id=self.npu_device_id,
+            npu_retry_seconds=self.npu_retry_seconds,
+            probe_every_calls=self.npu_probe_every_calls,
+            probe_interval_seconds=self.npu_probe_interval_seconds,
+        )
 
     @model_validator(mode="after")
     def _share_cores_among_workers(self) -> Settings:

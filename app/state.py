@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.errors import NotReady
 from app.metrics import ServiceMetrics
 from app.settings import Settings
 from app.transcription.engine import Engine
+from npu.runtime import UnifiedNPURuntime
 
 
 @dataclass
@@ -20,11 +20,13 @@ class ServiceState:
     """What the routes share: settings, metrics, and the runtime and engine once loaded."""
 
     settings: Settings
-    runtime: Any = None
+    runtime: UnifiedNPURuntime | None = None
     engine: Engine | None = None
     problem: str | None = "the model is still loading"
     problem_code: str = "model_loading"
     started_at: float = field(default_factory=time.time)
+    owned: list[Engine | UnifiedNPURuntime] = field(default_factory=list)
+    """What the service built itself and closes at shutdown (not what a caller handed it)."""
     metrics: ServiceMetrics = field(init=False)
     admission: AdmissionController = field(init=False)
 

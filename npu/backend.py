@@ -9,12 +9,12 @@ never asks which concrete class it holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from npu.config import FrontEndConfig
 
 NPU_BATCH = "npu-batch"
 """The NPU kernel at a whole 30 s chunk (or the configured batch) per call."""
@@ -44,16 +44,6 @@ class MelBackendError(RuntimeError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class MelBackendConfig:
-    """What a factory needs to open a back-end."""
-
-    n_mels: int
-    frames_per_call: int
-    artifacts_dir: Path
-    device_id: int = 0
-
-
 class MelBackend(Protocol):
     """Turns 16 kHz mono float32 audio into Whisper's normalised log-mel features."""
 
@@ -74,4 +64,16 @@ class MelBackend(Protocol):
         ...
 
 
-MelBackendFactory = Callable[[MelBackendConfig], MelBackend]
+class SelfCheckingBackend(MelBackend, Protocol):
+    """A back-end that can prove itself while serving: NPU back-ends repeat their known-answer
+    probe through this, so a device that starts answering plausibly wrong is caught."""
+
+    def self_check(self) -> None:
+        """Raise :class:`MelBackendError` (``bad_output`` or ``run_failed``) when a known input
+        no longer gives the known answer."""
+        ...
+
+
+MelBackendFactory = Callable[[FrontEndConfig], MelBackend]
+"""Opens a back-end for the process's front-end configuration, or raises
+:class:`MelBackendError` naming why it cannot."""

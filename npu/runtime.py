@@ -9,7 +9,17 @@ and at debug level afterwards, never once per call.
 A tier left for a reason that can pass (``run_failed``, ``bad_output``, ``load_failed``) is not
 left for good: ``npu_retry_seconds`` after the failure, the next call tries the tiers from the
 top again (and counts a fallback again if they still fail). Missing hardware, XRT or kernel
-artifacts do not come back without a restart, so those are not retried.
+artifacts do not come back without a restart: such a tier is never tried again, so its reason is
+counted once per process.
+
+An NPU back-end that can prove itself (``self_check``, the known-answer probe) is probed again
+while serving, every ``probe_every_calls`` calls or ``probe_interval_seconds`` seconds, before
+the call that finds it due: a device that starts answering plausibly wrong is left with
+``bad_output`` and that call is served by the next tier.
+
+What the runtime is allowed to use and where it finds it is one :class:`~npu.config.FrontEndConfig`;
+the constructor keeps the seed's parameters and maps them onto it (:meth:`FrontEndConfig.from_seed`),
+:meth:`UnifiedNPURuntime.from_config` takes one directly.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Self
 
 import numpy as np
 
@@ -29,27 +40,30 @@ from npu.backend import (
     NPU_FRAME,
     FallbackReason,
     MelBackend,
-    MelBackendConfig,
     MelBackendError,
     MelBackendFactory,
 )
+from npu.config import (
+    DEFAULT_DEVICE_DIR,
+    DEFAULT_NPU_RETRY_SECONDS,
+    FrontEndConfig,
+    validate_audio,
+)
 from npu.kernel_files import DEFAULT_KERNEL_DIR
-from npu.mel.cpu import CpuMelBackend, check_n_mels, validate_audio
+from npu.mel.cpu import CpuMelBackend
 from npu.ops import cpu as cpu_ops
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_NPU_RETRY_SECONDS = 300.0
 TRANSIENT_REASONS = frozenset(
     {FallbackReason.RUN_FAILED, FallbackReason.BAD_OUTPUT, FallbackReason.LOAD_FAILED}
 )
 
 
-def _open_npu_batch(config: MelBackendConfig) -> MelBackend:
+def _open_npu_batch(config: FrontEndConfig) -> MelBackend:
     return _npu_mel_module().open_npu_batch(config)
 
 
-def _open_npu_frame(config: MelBackendConfig) -> MelBackend:
+def _open_npu_frame(config: FrontEndConfig) -> MelBackend:
     return _npu_mel_module().open_npu_frame(config)
 
 
@@ -85,16 +99,24 @@ class _BackendMetrics:
         }
 
 
+class MelFeatures(NamedTuple):
+    """Features and the back-end that computed them (requests are labelled by it)."""
+
+    features: np.ndarray
+    backend: str
+
+
 class UnifiedNPURuntime:
     """Whisper front-end and transformer ops with NPU -> CPU fallback, counted and thread-safe.
 
-    ``batch_size`` is the NPU batch tier's frames per kernel call (default: one 30 s chunk).
-    ``enable_mel=False`` uses the CPU front-end only and never touches the NPU.
-    ``backend_factories`` replaces the NPU tiers by an ordered list of ``(name, factory)``.
-    With ``fallback_to_cpu=False`` a failure that would leave the NPU raises
-    :class:`MelBackendError` naming the reason instead.
-    ``npu_retry_seconds`` (``None``: never) is how long after a transient failure the NPU tiers
-    are tried again; ``clock`` is injectable for tests.
+    The seed's parameters: ``batch_size`` is the NPU batch tier's frames per kernel call
+    (default: one 30 s chunk); ``enable_mel=False`` uses the CPU front-end only and never touches
+    the NPU; with ``fallback_to_cpu=False`` a failure that would leave the NPU raises
+    :class:`MelBackendError` naming the reason instead; ``use_batch_processor=False`` skips the
+    batch tier. Beyond them: ``kernel_dir`` and ``device_dir`` (where the artifacts and the device
+    nodes are), ``npu_retry_seconds`` (``None``: never) - all mapped onto one
+    :class:`~npu.config.FrontEndConfig` - and, for tests and tools, ``backend_factories`` (an
+    ordered list of ``(name, factory)`` replacing the NPU tiers) and ``clock``.
     """
 
     def __init__(
@@ -111,31 +133,45 @@ class UnifiedNPURuntime:
         backend_factories: Sequence[tuple[str, MelBackendFactory]] | None = None,
         npu_retry_seconds: float | None = DEFAULT_NPU_RETRY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        device_dir: str | Path = DEFAULT_DEVICE_DIR,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if npu_retry_seconds is not None and npu_retry_seconds < 0:
-            raise ValueError(f"npu_retry_seconds must be >= 0 or None, got {npu_retry_seconds!r}")
-        self.npu_retry_seconds = npu_retry_seconds
-        self._clock = clock
-        self._retry_at: float | None = None
-        self.device_id = device_id
-        self.enable_mel = enable_mel
+        config = FrontEndConfig.from_seed(
+            enable_mel=enable_mel, fallback_to_cpu=fallback_to_cpu, n_mels=n_mels,
+            kernel_dir=DEFAULT_KERNEL_DIR if kernel_dir is None else Path(kernel_dir),
+            device_dir=Path(device_dir), device_id=device_id, frames_per_call=batch_size,
+            use_batch_tier=use_batch_processor, npu_retry_seconds=npu_retry_seconds)
+        self._start(config, enable_gelu, enable_attention, backend_factories, clock)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: FrontEndConfig,
+        *,
+        enable_gelu: bool = True,
+        enable_attention: bool = True,
+        backend_factories: Sequence[tuple[str, MelBackendFactory]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Self:
+        """The runtime for one resolved front-end configuration (how the service builds it)."""
+        runtime = cls.__new__(cls)
+        runtime._start(config, enable_gelu, enable_attention, backend_factories, clock)
+        return runtime
+
+    def _start(self, config: FrontEndConfig, enable_gelu: bool, enable_attention: bool,
+               backend_factories: Sequence[tuple[str, MelBackendFactory]] | None,
+               clock: Callable[[], float]) -> None:
+        self.config = config
         self.enable_gelu = enable_gelu
         self.enable_attention = enable_attention
-        self.fallback_to_cpu = fallback_to_cpu
-        self.use_batch_processor = use_batch_processor
-        self.batch_size = batch_size
-        self.n_mels = check_n_mels(n_mels)
-        self.kernel_dir = Path(kernel_dir) if kernel_dir is not None else DEFAULT_KERNEL_DIR
-        self._config = MelBackendConfig(
-            n_mels=n_mels, frames_per_call=batch_size, artifacts_dir=self.kernel_dir,
-            device_id=device_id,
-        )
+        self._clock = clock
+        self._retry_at: float | None = None
         tiers = list(default_backend_factories() if backend_factories is None else backend_factories)
-        if not use_batch_processor:
+        if not config.use_batch_tier:
             tiers = [(name, factory) for name, factory in tiers if name != NPU_BATCH]
-        self._tiers = tiers if enable_mel else []
+        self._tiers = tiers if config.uses_npu else []
+        self._gone_for_good: set[int] = set()
+        self._calls_since_probe = 0
+        self._probed_at = clock()
 
         self._state_lock = threading.Lock()
         self._npu_call_lock = threading.Lock()
@@ -148,7 +184,41 @@ class UnifiedNPURuntime:
         self._reason = ""
         self._cpu: CpuMelBackend | None = None
         with self._state_lock:
-            self._resolve(first_tier=0, why_left=[] if enable_mel else ["enable_mel=False"])
+            self._resolve(first_tier=0, why_left=[] if config.uses_npu else ["enable_mel=False"])
+
+    # ---- the seed's attributes, read from the configuration ------------------------------------
+
+    @property
+    def device_id(self) -> int:
+        return self.config.device_id
+
+    @property
+    def enable_mel(self) -> bool:
+        return self.config.uses_npu
+
+    @property
+    def fallback_to_cpu(self) -> bool:
+        return self.config.falls_back_to_cpu
+
+    @property
+    def use_batch_processor(self) -> bool:
+        return self.config.use_batch_tier
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.frames_per_call
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    @property
+    def kernel_dir(self) -> Path:
+        return self.config.kernel_dir
+
+    @property
+    def npu_retry_seconds(self) -> float | None:
+        return self.config.npu_retry_seconds
 
     # ---- back-end selection -------------------------------------------------------------------
 
@@ -161,9 +231,11 @@ class UnifiedNPURuntime:
         ``last_error`` the failure that started this resolution, if any.
         """
         for index in range(first_tier, len(self._tiers)):
+            if index in self._gone_for_good:
+                continue
             name, factory = self._tiers[index]
             try:
-                backend = factory(self._config)
+                backend = factory(self.config)
             except MelBackendError as exc:
                 last_error = exc
             except Exception as exc:  # a factory bug must not take the service down
@@ -171,8 +243,9 @@ class UnifiedNPURuntime:
             else:
                 self._active, self._active_tier = backend, index
                 self._reason = "; ".join(why_left + [f"{name} opened"])
+                self._calls_since_probe, self._probed_at = 0, self._clock()
                 return
-            self._count_fallback(name, last_error)
+            self._count_fallback(index, last_error)
             why_left.append(f"{name} unavailable ({last_error.reason.value}: {last_error.detail})")
         if last_error is not None and not self.fallback_to_cpu:
             self._active, self._active_tier = None, len(self._tiers)
@@ -182,14 +255,18 @@ class UnifiedNPURuntime:
         self._active, self._active_tier = self._cpu, len(self._tiers)
         self._reason = "; ".join(why_left + ["cpu front-end"]) if why_left else "cpu front-end"
 
-    def _count_fallback(self, tier: str, error: MelBackendError) -> None:
+    def _count_fallback(self, tier: int, error: MelBackendError) -> None:
+        """Count leaving ``tier``; a tier left for a permanent reason is never tried again."""
         reason = error.reason.value
         self._fallbacks[reason] += 1
-        if error.reason in TRANSIENT_REASONS and self.npu_retry_seconds is not None:
+        if error.reason not in TRANSIENT_REASONS:
+            self._gone_for_good.add(tier)
+        elif self.npu_retry_seconds is not None:
             self._retry_at = self._clock() + self.npu_retry_seconds
         level = logging.DEBUG if reason in self._logged_reasons else logging.WARNING
         self._logged_reasons.add(reason)
-        logger.log(level, "mel back-end %s left (%s): %s", tier, reason, error.detail)
+        logger.log(level, "mel back-end %s left (%s): %s", self._tiers[tier][0], reason,
+                   error.detail)
 
     def _leave(self, backend: MelBackend, error: MelBackendError) -> None:
         """A call on ``backend`` failed: count it, close it, re-resolve from the next tier."""
@@ -197,7 +274,7 @@ class UnifiedNPURuntime:
             if self._active is not backend:
                 return  # another thread already moved on
             name = self._tiers[self._active_tier][0]
-            self._count_fallback(name, error)
+            self._count_fallback(self._active_tier, error)
             _close_quietly(backend)
             left = [f"{name} failed ({error.reason.value}: {error.detail})"]
             self._resolve(first_tier=self._active_tier + 1, why_left=left, last_error=error)
@@ -233,6 +310,10 @@ class UnifiedNPURuntime:
 
     def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """Float32 ``[n_mels, n_frames]`` log-mel features, as ``whisperx.audio.log_mel_spectrogram``."""
+        return self.log_mel(audio, padding).features
+
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
+        """:meth:`process_audio_to_features` and the name of the back-end that served the call."""
         samples = validate_audio(audio, padding)
         self._retry_npu_if_due()
         while True:
@@ -243,12 +324,13 @@ class UnifiedNPURuntime:
                 if backend is None:
                     raise MelBackendError(FallbackReason.RUN_FAILED, "no mel back-end is open")
             if backend is self._cpu:
-                return self._timed(backend, samples, padding)
+                return MelFeatures(self._timed(backend, samples, padding), backend.name)
             with self._npu_call_lock:
                 if backend is not self._active:
                     continue
                 try:
-                    return self._timed(backend, samples, padding)
+                    self._probe_if_due(backend)
+                    return MelFeatures(self._timed(backend, samples, padding), backend.name)
                 except ValueError:
                     raise  # bad input (e.g. NaN, refused by every back-end), not a failure
                 except MelBackendError as exc:
@@ -256,6 +338,22 @@ class UnifiedNPURuntime:
                 except Exception as exc:
                     error = MelBackendError(FallbackReason.RUN_FAILED, f"{type(exc).__name__}: {exc}")
                 self._leave(backend, error)
+
+    def _probe_if_due(self, backend: MelBackend) -> None:
+        """Repeat ``backend``'s known-answer probe when ``probe_every_calls`` calls or
+        ``probe_interval_seconds`` have passed since the last one (called under the NPU lock)."""
+        self_check = getattr(backend, "self_check", None)
+        if self_check is None:
+            return
+        config, now = self.config, self._clock()
+        due = (config.probe_every_calls is not None
+               and self._calls_since_probe >= config.probe_every_calls) or \
+              (config.probe_interval_seconds is not None
+               and now - self._probed_at >= config.probe_interval_seconds)
+        if due:
+            self._calls_since_probe, self._probed_at = 0, now
+            self_check()
+        self._calls_since_probe += 1
 
     def _timed(self, backend: MelBackend, samples: np.ndarray, padding: int) -> np.ndarray:
         started = time.perf_counter()
@@ -321,7 +419,7 @@ class UnifiedNPURuntime:
         if cpu is not None:
             cpu.close()
 
-    def __enter__(self) -> UnifiedNPURuntime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:

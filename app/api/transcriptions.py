@@ -58,6 +58,12 @@ async def _transcribe(
     return transcription
 
 
+def served_by(state: ServiceState, transcription: Transcription) -> str:
+    """The mel back-end that computed this request's features; the active one when it needed
+    none (no signal: no mel call at all)."""
+    return transcription.mel_backend or state.runtime.mel_backend_name
+
+
 def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, render) -> Response:
     started = time.perf_counter()
     response = render(clock)
@@ -66,7 +72,7 @@ def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, re
         audio_seconds=transcription.duration,
         processing_seconds=clock.elapsed(),
         stage_seconds=clock.stages,
-        mel_backend=state.runtime.mel_backend_name,
+        mel_backend=served_by(state, transcription),
     )
     return response
 
@@ -94,7 +100,7 @@ async def transcribe(
             return render_text(transcription, response_format)
         return JSONResponse(service_body(
             transcription, words=word_timestamps, verbose=response_format == "verbose_json",
-            processing_time=clock.elapsed(), mel_backend=state.runtime.mel_backend_name))
+            processing_time=clock.elapsed(), mel_backend=served_by(state, transcription)))
 
     return _finish(state, transcription, clock, render)
 

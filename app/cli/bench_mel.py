@@ -74,10 +74,14 @@ def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStac
     import whisperx.audio
     from faster_whisper.feature_extractor import FeatureExtractor
 
+    from app.settings import Settings
     from npu import UnifiedNPURuntime
     from npu.mel.cpu import log_mel_spectrogram
 
-    runtime = stack.enter_context(UnifiedNPURuntime(n_mels=n_mels, kernel_dir=kernel_dir))
+    settings = Settings()
+    if kernel_dir is not None:
+        settings = settings.model_copy(update={"kernel_dir": kernel_dir})
+    runtime = stack.enter_context(UnifiedNPURuntime.from_config(settings.front_end_config(n_mels)))
 
     def librosa_features(audio):
         power = librosa.feature.melspectrogram(
@@ -100,15 +104,13 @@ def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStac
 
 def npu_entries(runtime, stack: contextlib.ExitStack) -> list:
     """Our NPU back-ends that open here (each tier on its own), closed with ``stack``."""
-    from npu.backend import MelBackendConfig, MelBackendError
+    from npu.backend import MelBackendError
     from npu.runtime import default_backend_factories
 
-    config = MelBackendConfig(n_mels=runtime.n_mels, frames_per_call=runtime.batch_size,
-                              artifacts_dir=runtime.kernel_dir, device_id=runtime.device_id)
     entries = []
     for name, factory in default_backend_factories():
         try:
-            backend = factory(config)
+            backend = factory(runtime.config)
         except MelBackendError as error:
             print(f"{name}: not benchmarked ({error})")
             continue

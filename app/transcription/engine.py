@@ -115,6 +115,7 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
         self.mel_seconds = 0.0
+        self.mel_backends: list[str] = []
         self.chunk_scores: list[dict] = []
         self._call_batch_size: int | None = None
 
@@ -134,9 +135,11 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         )
 
     def for_request(self) -> RuntimeFeaturePipeline:
-        """A copy for one transcription: its own tokenizer, options, mel time and chunk scores;
-        the same model, VAD and runtime."""
-        return copy.copy(self)
+        """A copy for one transcription: its own tokenizer, options, mel time, mel back-ends and
+        chunk scores; the same model, VAD and runtime."""
+        request = copy.copy(self)
+        request.mel_seconds, request.mel_backends, request.chunk_scores = 0.0, [], []
+        return request
 
     @property
     def n_mels(self) -> int:
@@ -146,10 +149,11 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them."""
         audio = audio[:N_SAMPLES]
         started = time.perf_counter()
-        features = self.runtime.process_audio_to_features(
+        features, backend = self.runtime.log_mel(
             np.ascontiguousarray(audio, dtype=np.float32), padding=N_SAMPLES - audio.shape[0]
         )
         self.mel_seconds += time.perf_counter() - started
+        self.mel_backends.append(backend)
         return features
 
     def preprocess(self, audio):
@@ -171,6 +175,7 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
 
     def transcribe(self, audio, batch_size=None, *args, **kwargs):
         self.mel_seconds = 0.0
+        self.mel_backends = []
         self.chunk_scores = []
         self._call_batch_size = batch_size or self._batch_size
         return super().transcribe(audio, batch_size, *args, **kwargs)
@@ -195,6 +200,8 @@ class Transcription:
     duration: float
     segments: list[dict]
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    mel_backend: str | None = None
+    """The mel back-end that served most of this request's chunks (``None``: no mel call)."""
 
     @property
     def text(self) -> str:
@@ -326,7 +333,8 @@ class Engine:
             segments = self._align(segments, audio, result["language"])
             stages["align"] = time.perf_counter() - started
         return Transcription(language=result["language"], duration=duration_seconds(audio),
-                             segments=segments, stage_seconds=stages)
+                             segments=segments, stage_seconds=stages,
+                             mel_backend=_most_used(pipeline.mel_backends))
 
     @staticmethod
     def _no_signal(pipeline: RuntimeFeaturePipeline, audio: np.ndarray,
@@ -339,7 +347,8 @@ class Engine:
         detect_seconds = time.perf_counter() - started
         return Transcription(language=language, duration=duration_seconds(audio), segments=[],
                              stage_seconds={"mel": pipeline.mel_seconds,
-                                            "asr": max(detect_seconds - pipeline.mel_seconds, 0)})
+                                            "asr": max(detect_seconds - pipeline.mel_seconds, 0)},
+                             mel_backend=_most_used(pipeline.mel_backends))
 
     def _check_request(self, language: str | None, task: str) -> None:
         if task not in ("transcribe", "translate"):
@@ -404,6 +413,10 @@ def _require_sentence_splitter(language: str) -> None:
             f"NLTK_DATA at a directory holding it.",
             param="timestamp_granularities",
         ) from error
+
+
+def _most_used(backends: list[str]) -> str | None:
+    return max(set(backends), key=backends.count) if backends else None
 
 
 def _scored_segments(segments: list[dict], scores: list[dict]) -> list[dict]:

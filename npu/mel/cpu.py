@@ -32,11 +32,11 @@ from npu.audio_spec import (
     LOG_FLOOR,
     N_FFT,
     N_FREQ_BINS,
-    SUPPORTED_N_MELS,
+    REFLECT_PAD,
 )
+from npu.config import check_n_mels, validate_audio
 from npu.mel.slaney import slaney_filters
 
-REFLECT_PAD = N_FFT // 2
 BLOCK_FRAMES = 128
 """Frames per block: the windowed input, its spectrum and the power (~1 MB) stay in L2."""
 CHUNK_BLOCKS = 4
@@ -48,12 +48,6 @@ CLAMP_ROWS = 8
 FFT_AXES = np.array([1], dtype=np.int64)
 """The axis ``r2c`` transforms: each row of a block is one frame."""
 """Mel rows per unit of work in the final clamp-and-scale pass."""
-
-
-def check_n_mels(n_mels: int) -> int:
-    if n_mels not in SUPPORTED_N_MELS:
-        raise ValueError(f"n_mels must be one of {SUPPORTED_N_MELS}, got {n_mels!r}")
-    return n_mels
 
 
 @functools.cache
@@ -75,24 +69,6 @@ def _hann_window() -> np.ndarray:
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
     window.flags.writeable = False
     return window
-
-
-def validate_audio(audio: np.ndarray, padding: int) -> np.ndarray:
-    """1-D samples as float32 (no copy when already so); a clear ValueError for bad input."""
-    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-    samples = np.asarray(audio)
-    if samples.ndim != 1:
-        raise ValueError(f"audio must be 1-D mono samples, got shape {samples.shape}")
-    if not (np.issubdtype(samples.dtype, np.floating) or np.issubdtype(samples.dtype, np.integer)):
-        raise ValueError(f"audio must be real numbers, got dtype {samples.dtype}")
-    total = samples.size + int(padding)
-    if total <= REFLECT_PAD:
-        raise ValueError(
-            f"audio plus padding must exceed {REFLECT_PAD} samples for the reflect padding "
-            f"Whisper applies, got {samples.size} + {padding}"
-        )
-    return samples.astype(np.float32, copy=False)
 
 
 @functools.cache

@@ -1,14 +1,14 @@
-"""Whisper log-mel on the Ryzen AI NPU through XRT's ``pyxrt``.
+"""Whisper log-mel on the Ryzen AI NPU through XRT's ``pyxrt``: the ``npu-batch`` and
+``npu-frame`` back-ends of the runtime.
 
-:class:`NPUMelProcessorBatch` keeps the seed's API (``process``, ``__call__``,
-``get_performance_metrics``, ``close``, ``fallback_to_cpu``) and implements the runtime's
-``MelBackend``. Per process it opens the device once and each xclbin's context once (shared by
-every processor using it); each processor allocates its buffers once and moves a whole call
-(3000 frames = 30 s for ``npu-batch``, 30 frames for ``npu-frame``) per kernel run, with a
-timeout on every wait. Opening ends with one known-answer run checked against the golden model,
-so a kernel that hangs or answers wrongly is refused at start-up. A run that does not complete,
-or output that is all zero or (at the probe) wrong, raises :class:`MelBackendError`
-(``run_failed`` / ``bad_output``) unless ``fallback_to_cpu``.
+:class:`NpuMelBackend` implements the runtime's ``MelBackend``. Per process it opens the device
+once and each xclbin's context once (shared by every back-end using it); each back-end allocates
+its buffers once and moves a whole call (3000 frames = 30 s for ``npu-batch``, 30 frames for
+``npu-frame``) per kernel run, with a timeout on every wait. Opening ends with one known-answer
+run checked against the golden model, so a kernel that hangs or answers wrongly is refused at
+start-up; the runtime repeats that probe while serving (:meth:`NpuMelBackend.self_check`). A run
+that does not complete, or output that is all zero or (at a probe) wrong, raises
+:class:`MelBackendError` (``run_failed`` / ``bad_output``): falling back is the runtime's job.
 
 The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel.host``; the
 kernel's arithmetic is ``npu.mel.golden``; tests drive this module through a strict fake pyxrt.
@@ -18,25 +18,22 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 
 from npu import audio_spec
-from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendConfig, MelBackendError
-from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.mel import host, tables
 
 logger = logging.getLogger(__name__)
 
 KERNEL_NAME = "MLIR_AIE"
 OPCODE = 3
-DEVICE_DIR_ENV = "AMANUENSIS_NPU_DEVICE_DIR"
 DEFAULT_TIMEOUT_MS = 10_000
 PROBE_FRAMES = 10
 PROBE_SEED = 20_240_917
@@ -45,16 +42,6 @@ PROBE_SEED = 20_240_917
 def import_pyxrt():
     """The one place pyxrt is imported (tests put a fake module named ``pyxrt`` on the path)."""
     return importlib.import_module("pyxrt")
-
-
-def device_dir() -> Path:
-    """``/dev/accel``, or the folder named by AMANUENSIS_NPU_DEVICE_DIR (a fake device)."""
-    return Path(os.environ.get(DEVICE_DIR_ENV, "/dev/accel"))
-
-
-def device_node(device_id: int) -> Path:
-    """``<device_dir>/accel<id>``: the node the amdxdna driver creates for NPU ``id``."""
-    return device_dir() / f"accel{device_id}"
 
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
@@ -131,55 +118,26 @@ def _open_context(xrt, device, xclbin_path: Path, insts_path: Path) -> _Context:
     return _Context(context, kernel, bo_instr, int(insts.size))
 
 
-@dataclass
-class _Metrics:
-    calls: int = 0
-    frames: int = 0
-    audio_seconds: float = 0.0
-    kernel_seconds: float = 0.0
-    host_seconds: float = 0.0
-    cpu_fallbacks: int = 0
-    fallback_reasons: dict[str, int] = field(default_factory=dict)
+class NpuMelBackend:
+    """Log-mel features on the NPU, ``frames_per_call`` frames per kernel run."""
 
-
-class NPUMelProcessorBatch:
-    """Log-mel features on the NPU, ``frames_per_call`` frames per kernel run.
-
-    ``fallback_to_cpu=True`` (the seed's behaviour) computes on the CPU when the NPU cannot open
-    or a run fails; the runtime's factories pass ``False`` so that it sees and counts each reason.
-    """
-
-    def __init__(self, batch_size: int = audio_spec.N_FRAMES, xclbin_path: Path | None = None,
-                 insts_path: Path | None = None, n_mels: int = 80, device_id: int = 0,
-                 fallback_to_cpu: bool = True, artifacts_dir: Path = DEFAULT_KERNEL_DIR,
-                 timeout_ms: int = DEFAULT_TIMEOUT_MS, name: str = NPU_BATCH) -> None:
-        if n_mels not in audio_spec.SUPPORTED_N_MELS:
-            raise ValueError(f"n_mels must be one of {audio_spec.SUPPORTED_N_MELS}")
-        self.name, self.n_mels, self.frames_per_call = name, n_mels, int(batch_size)
-        self.device_id, self.timeout_ms = device_id, timeout_ms
-        self.fallback_to_cpu = fallback_to_cpu
-        default_xclbin, default_insts = artifact_paths(artifacts_dir, n_mels, self.frames_per_call)
+    def __init__(self, config: FrontEndConfig, frames_per_call: int, name: str,
+                 xclbin_path: Path | None = None, insts_path: Path | None = None,
+                 timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
+        self.name, self.n_mels, self.frames_per_call = name, config.n_mels, int(frames_per_call)
+        self.device_id, self.device_node, self.timeout_ms = (
+            config.device_id, config.device_node(), timeout_ms)
+        default_xclbin, default_insts = artifact_paths(config.kernel_dir, self.n_mels,
+                                                       self.frames_per_call)
         self.xclbin_path = Path(xclbin_path or default_xclbin)
         self.insts_path = Path(insts_path or default_insts)
-        self._metrics = _Metrics()
         self._lock = threading.Lock()
         self._closed = False
         self._context: _Context | None = None
-        self.open_error: MelBackendError | None = None
-        try:
-            self._open()
-        except MelBackendError as error:
-            if not fallback_to_cpu:
-                raise
-            self.open_error = error
-            logger.warning("NPU mel unavailable, using the CPU: %s", error)
-
-    @property
-    def npu_available(self) -> bool:
-        return self._context is not None
+        self._open()
 
     def _open(self) -> None:
-        node = device_node(self.device_id)
+        node = self.device_node
         if not node.exists():
             raise MelBackendError(FallbackReason.NO_DEVICE, f"{node} does not exist")
         try:
@@ -212,31 +170,23 @@ class NPUMelProcessorBatch:
             self._release()
             raise
 
-    def _run(self, samples: np.ndarray, n_frames: int) -> np.ndarray:
-        """One counted kernel run: int16 padded signal -> int16 [frames_per_call, n_mels]."""
-        out = self._execute(samples)
-        self._metrics.calls += 1
-        self._metrics.frames += n_frames
-        return out
-
-    def _execute(self, samples: np.ndarray) -> np.ndarray:
+    def _execute(self, samples: np.ndarray, frames_used: int | None = None) -> np.ndarray:
         """Write ``samples`` to the input BO, run the kernel once (waiting at most
-        ``timeout_ms``) and return its output; raises ``run_failed`` or ``bad_output``."""
+        ``timeout_ms``) and return its output; raises ``run_failed`` or ``bad_output``. The
+        kernel always computes ``frames_per_call`` frames; ``frames_used`` (how many of them the
+        host keeps, as :func:`npu.mel.host.log_mel` passes it) does not change the run."""
         if samples.dtype != np.int16 or samples.nbytes != self._buffers.samples.nbytes:
             raise TypeError(f"kernel input must be {self._buffers.samples.size} int16 samples, "
                             f"got {samples.size} {samples.dtype}")
         xrt, context = self._xrt, self._context
         self._bo_in.write(samples, 0)
         self._bo_in.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
-        started = time.perf_counter()
         try:
             run = context.kernel(OPCODE, context.bo_instr, context.n_instr,
                                  self._bo_in, self._bo_out)
             state = run.wait(self.timeout_ms)
         except Exception as error:
             raise MelBackendError(FallbackReason.RUN_FAILED, f"kernel run: {error}") from error
-        finally:
-            self._metrics.kernel_seconds += time.perf_counter() - started
         if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
             raise MelBackendError(FallbackReason.RUN_FAILED, f"kernel run ended in state {state}")
         self._bo_out.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
@@ -245,10 +195,18 @@ class NPUMelProcessorBatch:
             raise MelBackendError(FallbackReason.BAD_OUTPUT, "kernel returned all zeros")
         return out.reshape(self.frames_per_call, self.n_mels)
 
+    def self_check(self) -> None:
+        """The known-answer probe, repeated while serving (the runtime calls it every N calls
+        or T seconds); raises ``bad_output`` or ``run_failed``."""
+        with self._lock:
+            if self._closed or self._context is None:
+                raise RuntimeError(f"{self.name} back-end is closed")
+            self._probe()
+
     def _probe(self) -> None:
-        """One known-answer run at open: pseudo-random full-scale input; the first and last
-        PROBE_FRAMES frames must equal the golden model bit for bit. A kernel that times out,
-        errs or answers wrongly (the seed's all zeros) is refused before any request sees it."""
+        """One known-answer run: pseudo-random full-scale input; the first and last PROBE_FRAMES
+        frames must equal the golden model bit for bit. A kernel that times out, errs or answers
+        wrongly (the seed's all zeros) is refused before any request sees it."""
         from npu.mel import golden
 
         samples = np.random.default_rng(PROBE_SEED).integers(
@@ -266,58 +224,10 @@ class NPUMelProcessorBatch:
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """``MelBackend.log_mel``: float32 [n_mels, n_frames], Whisper's contract."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._context is None:
                 raise RuntimeError(f"{self.name} back-end is closed")
-            if self._context is None:
-                return self._cpu(audio, padding, self.open_error)
-            started = time.perf_counter()
-            kernel_before = self._metrics.kernel_seconds
-            try:
-                features = host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
-                                            self._run, self._buffers)
-            except MelBackendError as error:
-                if not self.fallback_to_cpu:
-                    raise
-                return self._cpu(audio, padding, error)
-            elapsed = time.perf_counter() - started
-            self._metrics.host_seconds += elapsed - (self._metrics.kernel_seconds - kernel_before)
-            self._metrics.audio_seconds += (
-                features.shape[1] * audio_spec.HOP_LENGTH / audio_spec.SAMPLE_RATE)
-            return features
-
-    def _cpu(self, audio: np.ndarray, padding: int, reason: MelBackendError | None) -> np.ndarray:
-        from npu.mel.cpu import log_mel_spectrogram
-
-        key = reason.reason.value if reason else "unknown"
-        self._metrics.cpu_fallbacks += 1
-        self._metrics.fallback_reasons[key] = self._metrics.fallback_reasons.get(key, 0) + 1
-        return log_mel_spectrogram(audio, self.n_mels, padding)
-
-    def process(self, audio: np.ndarray) -> np.ndarray:
-        """The seed's API: 16 kHz float32 audio -> float32 [n_mels, n_frames]."""
-        return self.log_mel(audio, 0)
-
-    __call__ = process
-
-    def get_performance_metrics(self) -> dict:
-        m = self._metrics
-        busy = m.kernel_seconds + m.host_seconds
-        return {
-            "backend": self.name,
-            "npu_available": self.npu_available,
-            "frames_per_call": self.frames_per_call,
-            "calls": m.calls,
-            "frames": m.frames,
-            "audio_seconds": m.audio_seconds,
-            "kernel_seconds": m.kernel_seconds,
-            "host_seconds": m.host_seconds,
-            "npu_time_per_frame_ms": 1000 * m.kernel_seconds / m.frames if m.frames else 0.0,
-            "x_realtime": m.audio_seconds / busy if busy else 0.0,
-            "calls_per_hour_of_audio": 3600 * audio_spec.SAMPLE_RATE
-            / (audio_spec.HOP_LENGTH * self.frames_per_call),
-            "cpu_fallbacks": m.cpu_fallbacks,
-            "fallback_reasons": dict(m.fallback_reasons),
-        }
+            return host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
+                                self._execute, self._buffers)
 
     def _release(self) -> None:
         if self._context is not None:
@@ -338,16 +248,11 @@ class NPUMelProcessorBatch:
         self.close()
 
 
-def open_npu_batch(config: MelBackendConfig) -> NPUMelProcessorBatch:
+def open_npu_batch(config: FrontEndConfig) -> NpuMelBackend:
     """Runtime factory ``npu-batch``: ``config.frames_per_call`` frames (3000 = 30 s) per run."""
-    return NPUMelProcessorBatch(batch_size=config.frames_per_call, n_mels=config.n_mels,
-                                device_id=config.device_id, artifacts_dir=config.artifacts_dir,
-                                fallback_to_cpu=False, name=NPU_BATCH)
+    return NpuMelBackend(config, config.frames_per_call, NPU_BATCH)
 
 
-def open_npu_frame(config: MelBackendConfig) -> NPUMelProcessorBatch:
+def open_npu_frame(config: FrontEndConfig) -> NpuMelBackend:
     """Runtime factory ``npu-frame``: the seed's small batch, 30 frames per run."""
-    frames = tables.read_config()["FRAMES_PER_CALL_FRAME"]
-    return NPUMelProcessorBatch(batch_size=frames, n_mels=config.n_mels,
-                                device_id=config.device_id, artifacts_dir=config.artifacts_dir,
-                                fallback_to_cpu=False, name=NPU_FRAME)
+    return NpuMelBackend(config, tables.read_config()["FRAMES_PER_CALL_FRAME"], NPU_FRAME)

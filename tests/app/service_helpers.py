@@ -27,7 +27,11 @@ def soundfile_duration(path: Path) -> float:
 
 def metric_samples(base_url: str) -> dict[tuple[str, tuple], float]:
     """Every sample on ``/metrics`` as ``{(name, sorted labels): value}``."""
-    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return metric_samples_from_text(httpx.get(base_url + "/metrics", timeout=10).text)
+
+
+def metric_samples_from_text(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a Prometheus exposition as ``{(name, sorted labels): value}``."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.service import create_app
 from app.settings import Settings
 from app.transcription.engine import Engine, Transcription
-from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
+from npu.backend import FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.mel.cpu import log_mel_spectrogram
 from npu.runtime import UnifiedNPURuntime
 from tests.synth_media import SPEECH_DIR, tone, wav_pcm16
@@ -69,29 +70,19 @@ class FailingOnceEngine:
         )
 
 
-@contextlib.asynccontextmanager
-async def no_lifespan(app):
-    yield
-
-
 @contextlib.contextmanager
 def serve(engine, runtime=None, **settings):
     """A client on one event loop for the whole test (as under uvicorn) and the app's state.
 
-    The app's own lifespan (which loads the configured model) is replaced: the test provides
-    the engine and runtime."""
-    app = create_app(Settings(warmup=False, mel_backend="cpu", **settings))
-    app.router.lifespan_context = no_lifespan
-    state = app.state.service
-    state.runtime = runtime or UnifiedNPURuntime(enable_mel=False)
-    state.engine = engine
-    state.problem = None
+    The test provides the engine and runtime (the app loads no model of its own)."""
+    runtime = runtime or UnifiedNPURuntime(enable_mel=False)
+    app = create_app(Settings(warmup=False, mel_backend="cpu", **settings), runtime=runtime,
+                     engine=engine)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
-            yield client, state
+            yield client, app.state.service
     finally:
-        state.admission.close()
-        state.runtime.close()
+        runtime.close()
 
 
 def metric(text: str, name: str, labels: dict | None = None) -> float | None:
@@ -213,7 +204,7 @@ class MidRequestFailingNpu:
         self.opened = 0
         self.calls = 0
 
-    def __call__(self, config: MelBackendConfig):
+    def __call__(self, config: FrontEndConfig):
         self.opened += 1
         tier = self
         answered = 0

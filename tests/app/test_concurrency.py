@@ -17,7 +17,7 @@ import pytest
 from app.settings import Settings
 from app.transcription.audio import decode_audio
 from app.transcription.engine import Engine
-from npu.runtime import UnifiedNPURuntime
+from npu.runtime import MelFeatures, UnifiedNPURuntime
 from tests.app.test_busy_and_faults import serve
 from tests.speech import speech_files
 
@@ -36,13 +36,13 @@ class RendezvousRuntime:
         self._arrived: set[int] = set()
         self._lock = threading.Lock()
 
-    def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
         with self._lock:
             first = threading.get_ident() not in self._arrived
             self._arrived.add(threading.get_ident())
         if first:
             self.barrier.wait()
-        return self._runtime.process_audio_to_features(audio, padding)
+        return self._runtime.log_mel(audio, padding)
 
     def forget_threads(self) -> None:
         with self._lock:

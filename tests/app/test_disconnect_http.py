@@ -20,7 +20,7 @@ import uvicorn
 from app.service import create_app
 from app.settings import Settings
 from npu.runtime import UnifiedNPURuntime
-from tests.app.test_busy_and_faults import WAV, BlockingEngine, metric, no_lifespan, wait_for
+from tests.app.test_busy_and_faults import WAV, BlockingEngine, metric, wait_for
 
 UPLOAD = "/transcribe"
 
@@ -40,11 +40,10 @@ def multipart_request(port: int) -> bytes:
 @contextlib.contextmanager
 def live_app(engine, **settings) -> Iterator[tuple[str, object]]:
     """The service app with ``engine`` behind a real uvicorn server in a thread."""
-    app = create_app(Settings(warmup=False, mel_backend="cpu", **settings))
-    app.router.lifespan_context = no_lifespan
+    runtime = UnifiedNPURuntime(enable_mel=False)
+    app = create_app(Settings(warmup=False, mel_backend="cpu", **settings), runtime=runtime,
+                     engine=engine)
     state = app.state.service
-    state.runtime = UnifiedNPURuntime(enable_mel=False)
-    state.engine, state.problem = engine, None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -58,6 +57,7 @@ def live_app(engine, **settings) -> Iterator[tuple[str, object]]:
         engine.release.set()
         server.should_exit = True
         thread.join(timeout=30)
+        runtime.close()
         state.admission.close()
         state.runtime.close()
 

@@ -9,6 +9,7 @@ import whisperx
 from app.settings import Settings
 from app.transcription.audio import decode_audio
 from app.transcription.engine import Engine, carries_signal
+from npu.runtime import MelFeatures
 from tests.speech import speech_files
 
 runtime_module = pytest.importorskip("npu.runtime", reason="npu.runtime (runtime issue) not merged")
@@ -26,10 +27,10 @@ class ShiftedRuntime:
         self.n_mels = runtime.n_mels
         self.outputs: list[np.ndarray] = []
 
-    def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        features = self._runtime.process_audio_to_features(audio, padding) + self._shift
-        self.outputs.append(features)
-        return features
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
+        features, backend = self._runtime.log_mel(audio, padding)
+        self.outputs.append(features + self._shift)
+        return MelFeatures(self.outputs[-1], backend)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,23 @@ def test_digital_silence_gets_stock_whisperxs_answer_without_the_vad_pass(engine
     assert got.language == expected["language"]
     assert got.duration == 45.0
     assert engine.transcribe(silence, language="de").language == "de"
+
+
+class NamedTierRuntime(ShiftedRuntime):
+    """The real runtime's features, reported as computed by a back-end named ``name``."""
+
+    def __init__(self, runtime, name: str) -> None:
+        super().__init__(runtime, shift=0.0)
+        self.name = name
+
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
+        return MelFeatures(super().log_mel(audio, padding).features, self.name)
+
+
+def test_a_transcription_names_the_back_end_that_computed_its_features(settings, runtime):
+    audio = decode_audio(one_file_per_corpus()[0].open("rb"))
+    with Engine(settings, NamedTierRuntime(runtime, "npu-frame")) as engine_on_tier:
+        assert engine_on_tier.transcribe(audio).mel_backend == "npu-frame"
+        silence = np.zeros(16_000, np.float32)
+        assert engine_on_tier.transcribe(silence).mel_backend == "npu-frame"  # language detection
+        assert engine_on_tier.transcribe(silence, language="en").mel_backend is None

@@ -13,7 +13,7 @@ import pytest
 
 from app.cli import main
 from npu import runtime as runtime_module
-from npu.backend import MelBackendConfig
+from npu.config import FrontEndConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = "import sys; from app.cli import main; sys.exit(main())"
@@ -56,7 +56,7 @@ class WrongButPlausibleNpu:
 
     name = "npu-batch"
 
-    def __init__(self, config: MelBackendConfig) -> None:
+    def __init__(self, config: FrontEndConfig) -> None:
         self.n_mels = config.n_mels
 
     def log_mel(self, audio, padding=0):

@@ -211,12 +211,12 @@ class kernel:
             raise RuntimeError(f"argument {argument}: written but not synced to the device")
 
 
-def write_fake_artifacts(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> None:
+def write_fake_artifacts(kernel_dir: Path, n_mels: int, frames_per_call: int) -> None:
     """A fake xclbin (JSON naming its configuration) and an instruction stream, at the paths
     ``npu.mel.npu.artifact_paths`` gives."""
     from npu.mel.npu import artifact_paths
 
-    xclbin_path, insts_path = artifact_paths(artifacts_dir, n_mels, frames_per_call)
+    xclbin_path, insts_path = artifact_paths(kernel_dir, n_mels, frames_per_call)
     xclbin_path.parent.mkdir(parents=True, exist_ok=True)
     xclbin_path.write_text(json.dumps({
         "magic": _FAKE_MAGIC, "kernel": "MLIR_AIE", "n_mels": n_mels,

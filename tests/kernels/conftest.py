@@ -27,7 +27,7 @@ def speech() -> dict[str, np.ndarray]:
 @dataclass
 class FakeNpu:
     pyxrt: object
-    artifacts_dir: Path
+    kernel_dir: Path
     device_dir: Path
 
 

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 
 from app.cli.kernels import synthetic_signals
-from npu.backend import MelBackendConfig
-from npu.kernel_files import DEFAULT_KERNEL_DIR
+from npu.config import FrontEndConfig
 from npu.mel import golden
-from npu.mel.npu import artifact_paths, device_node, open_npu_batch
+from npu.mel.npu import artifact_paths, open_npu_batch
+
+HARDWARE = FrontEndConfig()  # /dev/accel/accel0 and the kernels built in the checkout
 
 
 def _skip_reason() -> str | None:
-    if not device_node(0).exists():
-        return f"{device_node(0)} is absent (no NPU)"
-    missing = [p for p in artifact_paths(DEFAULT_KERNEL_DIR, 80, 3000) if not p.is_file()]
+    if not HARDWARE.device_node().exists():
+        return f"{HARDWARE.device_node()} is absent (no NPU)"
+    missing = [p for p in artifact_paths(HARDWARE.kernel_dir, 80, 3000) if not p.is_file()]
     if missing:
         return f"kernel artifacts not built: {missing[0]} (make -C kernels)"
     try:
@@ -31,10 +32,10 @@ def test_npu_equals_golden_bit_for_bit():
     if reason:
         print(f"skipping: {reason}")
         pytest.skip(reason)
-    backend = open_npu_batch(MelBackendConfig(80, 3000, DEFAULT_KERNEL_DIR))
+    backend = open_npu_batch(HARDWARE)
     try:
         for name, samples in synthetic_signals(3000).items():
-            np.testing.assert_array_equal(backend._run(samples, 3000),
+            np.testing.assert_array_equal(backend._execute(samples),
                                           golden.kernel_call(samples, 3000, 80), err_msg=name)
     finally:
         backend.close()

@@ -7,10 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
+from npu import NPUMelProcessorBatch, UnifiedNPURuntime
+from npu.backend import FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.mel import golden, host
 from npu.mel.cpu import log_mel_spectrogram
-from npu.mel.npu import NPUMelProcessorBatch, open_npu_batch, open_npu_frame
+from npu.mel.npu import open_npu_batch, open_npu_frame
 
 
 def golden_path(audio, n_mels, padding, frames_per_call):
@@ -27,8 +29,8 @@ def noisy_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def config(fake_npu, n_mels=80, frames=3000):
-    return MelBackendConfig(n_mels=n_mels, frames_per_call=frames,
-                            artifacts_dir=fake_npu.artifacts_dir)
+    return FrontEndConfig(n_mels=n_mels, frames_per_call=frames, kernel_dir=fake_npu.kernel_dir,
+                          device_dir=fake_npu.device_dir)
 
 
 @pytest.mark.parametrize("factory, name, frames", [(open_npu_batch, "npu-batch", 3000),
@@ -46,15 +48,17 @@ def test_factory_output_equals_golden_path(fake_npu, factory, name, frames, n_me
 
 def test_whole_chunk_per_call_and_buffers_reused(fake_npu):
     audio = noisy_speechlike(65.0)
-    with open_npu_batch(config(fake_npu)) as backend:
+    runtime = UnifiedNPURuntime.from_config(config(fake_npu),
+                                            backend_factories=[("npu-batch", open_npu_batch)])
+    with runtime:
         for _ in range(3):
-            backend.log_mel(audio)
-        metrics = backend.get_performance_metrics()
+            runtime.process_audio_to_features(audio)
+        metrics = runtime.get_performance_metrics()["backends"]["npu-batch"]
     stats = fake_npu.pyxrt.STATS
-    assert stats["runs"] == 1 + 3 * 3 == stats["waits"]  # the open probe; 6500 frames = 3 calls
+    # the open probe, then 6500 frames = 3 kernel runs of a whole 30 s chunk per call
+    assert stats["runs"] == 1 + 3 * 3 == stats["waits"]
     assert (stats["devices"], stats["contexts"], stats["bos"]) == (1, 1, 3)
-    assert metrics["calls"] == 9 and metrics["frames"] == 3 * 6500
-    assert metrics["calls_per_hour_of_audio"] == 120
+    assert metrics["calls"] == 3 and metrics["frames"] == 3 * 6500
 
 
 def test_one_device_per_process_contexts_shared(fake_npu):
@@ -72,7 +76,7 @@ def test_one_device_per_process_contexts_shared(fake_npu):
 
 def test_seed_api(fake_npu):
     audio = noisy_speechlike(2.0)
-    processor = NPUMelProcessorBatch(artifacts_dir=fake_npu.artifacts_dir)
+    processor = NPUMelProcessorBatch(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir)
     try:
         np.testing.assert_array_equal(processor(audio), processor.process(audio))
         np.testing.assert_array_equal(processor.process(audio), golden_path(audio, 80, 0, 3000))
@@ -101,7 +105,7 @@ def test_no_xrt(fake_npu, monkeypatch):
 
 @pytest.mark.parametrize("suffix", [".xclbin", ".insts.bin"])
 def test_missing_artifact(fake_npu, suffix):
-    (fake_npu.artifacts_dir / f"mel_n80_f3000{suffix}").unlink()
+    (fake_npu.kernel_dir / f"mel_n80_f3000{suffix}").unlink()
     assert open_error(fake_npu).reason is FallbackReason.NO_KERNEL_ARTIFACTS
     assert fake_npu.pyxrt.STATS["devices"] == 0
 
@@ -130,7 +134,7 @@ def test_run_failures(fake_npu, fault, reason):
 
 def test_seed_fallback_to_cpu_counts_reason(fake_npu):
     audio = noisy_speechlike(2.0)
-    processor = NPUMelProcessorBatch(artifacts_dir=fake_npu.artifacts_dir)
+    processor = NPUMelProcessorBatch(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir)
     fake_npu.pyxrt.FAULTS.add("zeros")
     features = processor.process(audio)
     np.testing.assert_allclose(features, log_mel_spectrogram(audio, 80, 0), atol=1e-6)

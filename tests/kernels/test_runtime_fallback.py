@@ -6,6 +6,7 @@ correct features."""
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import whisperx.audio
 
 from npu import UnifiedNPURuntime
 from npu.backend import FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.mel import golden, host
 from npu.mel.cpu import log_mel_spectrogram
 
@@ -42,7 +44,7 @@ def runtime_on(fake_npu):
     opened = []
 
     def open_runtime(**kwargs):
-        runtime = UnifiedNPURuntime(kernel_dir=fake_npu.artifacts_dir, **kwargs)
+        runtime = UnifiedNPURuntime(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir, **kwargs)
         opened.append(runtime)
         return runtime
 
@@ -83,7 +85,7 @@ def hide_pyxrt(fake_npu, monkeypatch):
 
 
 def remove_all_artifacts(fake_npu, monkeypatch):
-    for path in fake_npu.artifacts_dir.glob("mel_n80_*"):
+    for path in fake_npu.kernel_dir.glob("mel_n80_*"):
         path.unlink()
 
 
@@ -123,7 +125,7 @@ def test_failure_at_open_falls_to_cpu_counting_both_tiers(fake_npu, monkeypatch,
 
 
 def test_missing_batch_artifacts_leave_the_frame_tier(fake_npu, runtime_on):
-    for path in fake_npu.artifacts_dir.glob("mel_n80_f3000.*"):
+    for path in fake_npu.kernel_dir.glob("mel_n80_f3000.*"):
         path.unlink()
     runtime = runtime_on()
     assert runtime.mel_backend_name == "npu-frame"
@@ -149,15 +151,46 @@ def test_failure_mid_run_falls_tier_by_tier_to_cpu(fake_npu, runtime_on, name, r
     assert runtime.mel_backend_name == "cpu" and counted(runtime) == {reason: 2}
 
 
-def test_plausible_wrong_output_mid_run_is_not_detected(fake_npu, runtime_on):
-    """A known limit: only the open probe compares with the golden model, so a kernel that
-    starts answering plausibly wrong (here one Q10 unit off) after open is not caught."""
-    runtime = runtime_on()
-    fake_npu.pyxrt.FAULTS.add("wrong")
-    features = runtime.process_audio_to_features(AUDIO, PADDING)
-    assert runtime.mel_backend_name == "npu-batch" and counted(runtime) == {}
-    difference = np.abs(features - golden_features(AUDIO, 3000)).max()
-    assert 0 < difference <= 0.001
+def probing_runtime(fake_npu, clock=time.monotonic, **probe) -> UnifiedNPURuntime:
+    config = FrontEndConfig(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir,
+                            **probe)
+    return UnifiedNPURuntime.from_config(config, clock=clock)
+
+
+def test_plausible_wrong_output_after_start_is_caught_by_the_repeated_probe(fake_npu):
+    """A kernel that starts answering plausibly wrong (one Q10 unit off) after open passes the
+    output checks; the probe, repeated every N calls, catches it before the next call."""
+    with probing_runtime(fake_npu, probe_every_calls=2, probe_interval_seconds=None) as runtime:
+        for _ in range(2):
+            np.testing.assert_array_equal(runtime.process_audio_to_features(AUDIO, PADDING),
+                                          golden_features(AUDIO, 3000))
+        fake_npu.pyxrt.FAULTS.add("wrong")
+        features = runtime.process_audio_to_features(AUDIO, PADDING)
+        # npu-batch fails its probe; npu-frame (the same wrong kernel) fails its open probe
+        assert counted(runtime) == {"bad_output": 2}
+        assert runtime.mel_backend_name == "cpu"
+        assert "known-answer probe" in runtime.mel_backend_reason
+        np.testing.assert_array_equal(features, cpu_features(AUDIO))
+
+
+def test_probe_also_repeats_after_its_interval(fake_npu):
+    now = [0.0]
+    with probing_runtime(fake_npu, clock=lambda: now[0], probe_every_calls=None,
+                         probe_interval_seconds=60.0) as runtime:
+        fake_npu.pyxrt.FAULTS.add("wrong")
+        runtime.process_audio_to_features(AUDIO, PADDING)
+        assert runtime.mel_backend_name == "npu-batch" and counted(runtime) == {}
+        now[0] = 61.0
+        runtime.process_audio_to_features(AUDIO, PADDING)
+        assert runtime.mel_backend_name == "cpu" and counted(runtime) == {"bad_output": 2}
+
+
+def test_a_healthy_device_passes_its_repeated_probes(fake_npu):
+    with probing_runtime(fake_npu, probe_every_calls=1, probe_interval_seconds=None) as runtime:
+        for _ in range(3):
+            runtime.process_audio_to_features(AUDIO, PADDING)
+        assert runtime.mel_backend_name == "npu-batch" and counted(runtime) == {}
+    assert fake_npu.pyxrt.STATS["runs"] == 1 + 3 + 2  # open probe, 3 calls, 2 repeated probes
 
 
 def test_batch_tier_failing_mid_run_hands_over_to_the_frame_tier(fake_npu, monkeypatch,
@@ -186,13 +219,13 @@ def test_without_cpu_fallback_open_failure_raises_naming_the_reason(fake_npu, mo
                                                                     inject, reason):
     inject(fake_npu, monkeypatch)
     with pytest.raises(MelBackendError) as caught:
-        UnifiedNPURuntime(kernel_dir=fake_npu.artifacts_dir, fallback_to_cpu=False)
+        UnifiedNPURuntime(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir, fallback_to_cpu=False)
     assert caught.value.reason is FallbackReason(reason)
     assert reason in str(caught.value) and "fallback_to_cpu=False" in str(caught.value)
 
 
 def test_without_cpu_fallback_mid_run_failure_raises_naming_the_reason(fake_npu):
-    with UnifiedNPURuntime(kernel_dir=fake_npu.artifacts_dir, fallback_to_cpu=False) as runtime:
+    with UnifiedNPURuntime(kernel_dir=fake_npu.kernel_dir, device_dir=fake_npu.device_dir, fallback_to_cpu=False) as runtime:
         assert runtime.mel_backend_name == "npu-batch"
         fake_npu.pyxrt.FAULTS.add("zeros")
         with pytest.raises(MelBackendError) as caught:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from npu import UnifiedNPURuntime
-from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
+from npu.backend import FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import log_mel_spectrogram
 
@@ -33,7 +34,7 @@ class FakeNpuBackend:
 
     MARKER = np.float32(0.5)
 
-    def __init__(self, name: str, config: MelBackendConfig, mode: str = "ok") -> None:
+    def __init__(self, name: str, config: FrontEndConfig, mode: str = "ok") -> None:
         self.name, self.n_mels, self.mode, self.config = name, config.n_mels, mode, config
         self.calls = 0
         self.closed = False
@@ -63,7 +64,7 @@ class Tier:
         self.name, self.open_error, self.mode = name, open_error, mode
         self.opened: list[FakeNpuBackend] = []
 
-    def __call__(self, config: MelBackendConfig) -> FakeNpuBackend:
+    def __call__(self, config: FrontEndConfig) -> FakeNpuBackend:
         if self.open_error is not None:
             raise MelBackendError(self.open_error, f"fake {self.name} cannot open")
         backend = FakeNpuBackend(self.name, config, self.mode)
@@ -293,7 +294,7 @@ def test_default_kernel_dir_and_config():
     assert DEFAULT_KERNEL_DIR == Path(__file__).resolve().parents[2] / "kernels" / "build"
     seen = []
     UnifiedNPURuntime(device_id=3, n_mels=128, backend_factories=[("npu-batch", lambda c: seen.append(c) or must_not_open(c))]).close()
-    assert seen == [MelBackendConfig(n_mels=128, frames_per_call=3000, artifacts_dir=DEFAULT_KERNEL_DIR, device_id=3)]
+    assert seen == [FrontEndConfig(n_mels=128, frames_per_call=3000, kernel_dir=DEFAULT_KERNEL_DIR, device_id=3)]
 
 
 @pytest.mark.skipif(Path("/dev/accel/accel0").exists(), reason="an NPU is present on this machine")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from npu import UnifiedNPURuntime
-from npu.backend import FallbackReason, MelBackendConfig, MelBackendError
+from npu.backend import FallbackReason, MelBackendError
+from npu.config import FrontEndConfig
 from npu.mel.cpu import log_mel_spectrogram
 from tests.npu.test_runtime import AUDIO, FakeNpuBackend, fallbacks
 
@@ -33,7 +34,7 @@ class ScriptedTier:
         self.name, self.script = name, list(script)
         self.opened: list[FakeNpuBackend] = []
 
-    def __call__(self, config: MelBackendConfig) -> FakeNpuBackend:
+    def __call__(self, config: FrontEndConfig) -> FakeNpuBackend:
         assert self.script, f"{self.name} opened more often than scripted"
         step = self.script.pop(0)
         if isinstance(step, FallbackReason):
@@ -124,3 +125,19 @@ def test_no_retry_when_the_policy_is_never():
 def test_a_negative_retry_time_is_refused():
     with pytest.raises(ValueError, match="npu_retry_seconds"):
         UnifiedNPURuntime(enable_mel=False, npu_retry_seconds=-1)
+
+
+def test_a_permanent_reason_is_counted_once_and_its_tier_never_reopened():
+    """A tier without its kernel artifacts does not come back without a restart: the retries
+    that a transient failure of the next tier schedules do not try it, nor count it again."""
+    clock = FakeClock()
+    batch = ScriptedTier("npu-batch", [FallbackReason.NO_KERNEL_ARTIFACTS])
+    frame = ScriptedTier("npu-frame", ["run_failed", "run_failed", "ok"])
+    with make_runtime([batch, frame], clock) as rt:
+        for _ in range(3):
+            rt.process_audio_to_features(AUDIO)
+            clock.now += RETRY
+        np.testing.assert_array_equal(rt.process_audio_to_features(AUDIO), NPU_FEATURES)
+        assert rt.mel_backend_name == "npu-frame"
+        assert fallbacks(rt) == {"no_kernel_artifacts": 1, "run_failed": 2}
+        assert batch.script == [] and len(frame.opened) == 3
