@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     """Where the NPU driver's device nodes are (``/dev/accel``; a test points it at a fake)."""
 
     align_model: str | None = None
-    """wav2vec2 alignment model for word timestamps: a Hugging Face name or a local directory;
-    WhisperX's default for the language when unset."""
+    """wav2vec2 alignment model for word timestamps, run by WhisperX's aligner: a torchaudio
+    pipeline name (``WAV2VEC2_ASR_BASE_960H``), a Hugging Face name or a local directory. Unset:
+    the Whisper model's own cross-attention alignment, which needs no other model."""
 
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest request body accepted, in bytes; larger uploads get 413 before being read."""

@@ -51,12 +51,17 @@ from whisperx.vads import Silero, Vad
 from app.errors import AlignmentUnavailable, InvalidRequest
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
+from app.transcription.cross_attention import cross_attention_words
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
 DEVICE = "cpu"
 ENGLISH = "en"
+CROSS_ATTENTION = "cross_attention"
+"""Word timestamps from the Whisper model's alignment heads (:mod:`.cross_attention`)."""
+WAV2VEC2 = "wav2vec2"
+"""Word timestamps from WhisperX's wav2vec2 aligner (``settings.align_model``)."""
 
 
 class _GenerationRecorder:
@@ -203,6 +208,9 @@ class Transcription:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     mel_backend: str | None = None
     """The mel back-end that served most of this request's chunks (``None``: no mel call)."""
+    word_timestamps_method: str | None = None
+    """How the words were timed: :data:`CROSS_ATTENTION` or :data:`WAV2VEC2` (``None``: no
+    words asked for)."""
 
     @property
     def text(self) -> str:
@@ -338,13 +346,15 @@ class Engine:
         stages = {"mel": pipeline.mel_seconds,
                   "asr": max(asr_seconds - pipeline.mel_seconds, 0.0)}
         segments = _scored_segments(result["segments"], pipeline.chunk_scores)
+        method = None
         if word_timestamps:
             started = time.perf_counter()
-            segments = self._align(segments, audio, result["language"])
+            segments, method = self._word_timestamps(segments, audio, result["language"], task)
             stages["align"] = time.perf_counter() - started
         return Transcription(language=result["language"], duration=duration_seconds(audio),
                              segments=segments, stage_seconds=stages,
-                             mel_backend=_most_used(pipeline.mel_backends))
+                             mel_backend=_most_used(pipeline.mel_backends),
+                             word_timestamps_method=method)
 
     @staticmethod
     def _no_signal(pipeline: RuntimeFeaturePipeline, audio: np.ndarray,
@@ -381,6 +391,15 @@ class Engine:
                 f"'en', 'de')", param="language")
         return language, task
 
+    def _word_timestamps(self, segments: list[dict], audio: np.ndarray, language: str,
+                         task: str) -> tuple[list[dict], str]:
+        """``segments`` with their words, and the method that timed them: WhisperX's wav2vec2
+        aligner when ``settings.align_model`` names one, else Whisper's own cross-attention."""
+        if self.settings.align_model is None:
+            return cross_attention_words(self.pipeline, segments, audio, language,
+                                         task), CROSS_ATTENTION
+        return self._align(segments, audio, language), WAV2VEC2
+
     def _align(self, segments: list[dict], audio: np.ndarray, language: str) -> list[dict]:
         if not segments:
             return segments
@@ -410,7 +429,7 @@ class Engine:
             except Exception as error:
                 raise AlignmentUnavailable(
                     f"word timestamps need a wav2vec2 alignment model for language "
-                    f"{language!r} ({name or 'WhisperX default'}), which could not be "
+                    f"{language!r} ({name}), which could not be "
                     f"loaded: {error}. Set AMANUENSIS_ALIGN_MODEL to a local model "
                     f"directory or allow the download.",
                     param="timestamp_granularities",

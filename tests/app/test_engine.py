@@ -116,6 +116,7 @@ def test_transcripts_equal_stock_whisperx(engine, stock, index):
 def test_word_timestamps_lie_inside_their_segments(engine):
     audio = decode_audio(one_file_per_corpus()[0].open("rb"))
     result = engine.transcribe(audio, word_timestamps=True)
+    assert result.word_timestamps_method == "wav2vec2"
     words = [word for segment in result.segments for word in segment["words"]]
     assert words
     for segment in result.segments:
