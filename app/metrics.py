@@ -94,3 +94,24 @@ class _RuntimeCollector(Collector):
         for backend in MEL_BACKENDS:
             info.add_metric([backend], 1.0 if backend == active else 0.0)
         yield info
+        yield from _mel_backend_families(metrics.get("backends", {}))
+
+
+def _mel_backend_families(backends: dict[str, dict]) -> Iterable[Any]:
+    """What each mel back-end has computed since start-up, as ``/status`` shows it: audio seconds,
+    compute seconds and their ratio (x-realtime; 0 for a back-end that has not run)."""
+    audio = CounterMetricFamily("amanuensis_mel_audio_seconds",
+                                "seconds of audio whose log-mel features each back-end computed",
+                                labels=["backend"])
+    compute = CounterMetricFamily("amanuensis_mel_compute_seconds",
+                                  "seconds each mel back-end spent computing features",
+                                  labels=["backend"])
+    realtime = GaugeMetricFamily("amanuensis_mel_realtime_factor",
+                                 "audio seconds per compute second of each mel back-end, since "
+                                 "start-up", labels=["backend"])
+    for backend in MEL_BACKENDS:
+        counts = backends.get(backend, {})
+        audio.add_metric([backend], float(counts.get("audio_seconds", 0.0)))
+        compute.add_metric([backend], float(counts.get("compute_seconds", 0.0)))
+        realtime.add_metric([backend], float(counts.get("x_realtime", 0.0)))
+    yield from (audio, compute, realtime)
