@@ -35,10 +35,12 @@ ERROR_TYPES = {
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid request: a bad field value, empty audio or no audio stream",
+    400: "Invalid request: a bad field value, empty audio, no audio stream, or samples that are "
+         "not finite numbers",
     401: "Missing or wrong API key (only when AMANUENSIS_API_KEY is set)",
     404: "The model named in the request is not the one this service serves (model_not_found)",
-    413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES, refused before it is read",
+    413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES (refused before it is read), or audio "
+         "longer than AMANUENSIS_MAX_AUDIO_SECONDS (decoding stops there)",
     415: "The upload is not audio that can be decoded",
     422: "Word timestamps asked for but the alignment model cannot be loaded",
     429: "Every transcription slot is busy and the queue is full; see Retry-After",
@@ -105,6 +107,18 @@ class UploadTooLarge(APIError):
     code = "upload_too_large"
 
 
+class InvalidAudio(APIError):
+    """The upload decodes, but to samples that are not audio (NaN or infinity)."""
+
+    status_code = 400
+    code = "invalid_audio"
+
+
+class AudioTooLong(APIError):
+    status_code = 413
+    code = "audio_too_long"
+
+
 class UnsupportedMedia(APIError):
     status_code = 415
     code = "unsupported_media"
@@ -128,6 +142,12 @@ class ModelNotFound(APIError):
 class NotReady(APIError):
     status_code = 503
     code = "model_not_ready"
+
+
+class WorkStopped(Exception):
+    """Raised inside work whose request stopped waiting for it (deadline passed, client gone),
+    so its thread ends and gives its slot back. No client sees it: the request has already
+    been answered."""
 
 
 def error_body(status: int, message: str, param: str | None, code: str | None,

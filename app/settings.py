@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest request body accepted, in bytes; larger uploads get 413 before being read."""
 
+    max_audio_seconds: float = Field(default=3 * 3600.0, gt=0)
+    """Longest audio accepted, in seconds of decoded sound. Decoding stops at this length and the
+    request gets 413 (``audio_too_long``): compressed size says little (hours of silent FLAC fit
+    in kilobytes), and decoded audio takes 64 KB per second (3 h: about 0.7 GB)."""
+
     warmup: bool = True
     """Run one short transcription at start-up so the first request does not pay for it."""
 

@@ -34,26 +34,35 @@ Granularity = Literal["word", "segment"]
 
 
 class _Clock:
-    """Per-request stage timer (decode, mel, asr, align, format)."""
+    """Per-request stage timer (decode, mel, asr, align, format) and the wait for a slot."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.stages: dict[str, float] = {}
+        self.queue_wait = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def processing(self) -> float:
+        """Seconds since the request got its slot: the time spent on it, not waiting."""
+        return max(self.elapsed() - self.queue_wait, 0.0)
 
 
 async def _transcribe(
     state: ServiceState, request: Request, upload: UploadFile, clock: _Clock, **options
 ) -> Transcription:
     engine = state.ready_engine()
+    max_seconds = state.settings.max_audio_seconds
     async with state.admission.admit(is_disconnected=request.is_disconnected) as slot:
+        clock.queue_wait = slot.queue_wait_seconds
         started = time.perf_counter()
-        audio = await slot.run(lambda: decode_audio(upload.file))
+        audio = await slot.run(lambda: decode_audio(upload.file, max_seconds=max_seconds,
+                                                    should_stop=slot.should_stop))
         clock.stages["decode"] = time.perf_counter() - started
         slot.allow_for_audio(duration_seconds(audio))
-        transcription = await slot.run(lambda: engine.transcribe(audio, **options))
+        transcription = await slot.run(
+            lambda: engine.transcribe(audio, should_stop=slot.should_stop, **options))
     clock.stages.update(transcription.stage_seconds)
     return transcription
 
@@ -70,7 +79,8 @@ def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, re
     clock.stages["format"] = time.perf_counter() - started
     state.metrics.observe_transcription(
         audio_seconds=transcription.duration,
-        processing_seconds=clock.elapsed(),
+        processing_seconds=clock.processing(),
+        queue_wait_seconds=clock.queue_wait,
         stage_seconds=clock.stages,
         mel_backend=served_by(state, transcription),
     )

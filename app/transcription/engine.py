@@ -48,7 +48,7 @@ from faster_whisper.transcribe import get_compression_ratio
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 from whisperx.vads import Silero, Vad
 
-from app.errors import AlignmentUnavailable, InvalidRequest
+from app.errors import AlignmentUnavailable, InvalidRequest, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
 from app.transcription.cross_attention import cross_attention_words
@@ -123,6 +123,7 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         self.mel_seconds = 0.0
         self.mel_backends: list[str] = []
         self.chunk_scores: list[dict] = []
+        self.should_stop: Callable[[], bool] | None = None
         self._call_batch_size: int | None = None
 
     @classmethod
@@ -152,7 +153,12 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         return self.model.feat_kwargs.get("feature_size") or 80
 
     def features(self, audio: np.ndarray) -> np.ndarray:
-        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them."""
+        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them.
+
+        Raises :class:`WorkStopped` instead once ``should_stop()`` says the request is given up:
+        every chunk passes here before it is decoded, so abandoned work ends within a chunk."""
+        if self.should_stop is not None and self.should_stop():
+            raise WorkStopped("transcription stopped: the request no longer waits for it")
         audio = audio[:N_SAMPLES]
         started = time.perf_counter()
         features, backend = self.runtime.log_mel(
@@ -329,13 +335,16 @@ class Engine:
         batch_size: int | None = None,
         word_timestamps: bool = False,
         progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Transcription:
-        """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done."""
+        """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done.
+        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`."""
         if self._closed:
             raise RuntimeError("the engine is closed: no transcriptions after shutdown")
         language, task = self._checked_request(language or self.settings.language, task)
         batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
         pipeline = self.pipeline.for_request()
+        pipeline.should_stop = should_stop
         if not carries_signal(audio):
             return self._no_signal(pipeline, audio, language)
         pipeline.options = replace(pipeline.options, initial_prompt=initial_prompt)
