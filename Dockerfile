@@ -8,8 +8,15 @@
 # proxy (`docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt .`).
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build: the pinned dependency set in /opt/venv, then the project as a wheel --------------
-FROM ${BASE_IMAGE} AS build
+# ---- requirements: the project's runtime requirements, as listed in pyproject.toml -----------
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
+
+# ---- the image: the pinned dependency set in /opt/venv, then the project itself -----------
+# One stage: copying an 8 GB environment from a build stage would cost more than it saves.
+FROM ${BASE_IMAGE}
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -18,25 +25,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python3 -m venv /opt/venv
 
 WORKDIR /src
-# The dependency layer: the project's runtime requirements (read from pyproject.toml) under
-# constraints.txt, the set `make install` installs; it changes only when those two files do.
-COPY pyproject.toml constraints.txt ./
+# The dependency layer: those requirements under constraints.txt, the set `make install`
+# installs. It is rebuilt only when the requirements or the pins change (not on any other edit
+# of pyproject.toml: the copied list is compared by content).
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements.txt ./
 RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && pip install -c constraints.txt -r requirements.txt
-
-# The project itself, without dependencies (all installed above): a regular install, so the
-# kernel header and sources come from the package data, as from any installed wheel.
-COPY README.md ./
-COPY app ./app
-COPY npu ./npu
-COPY kernels ./kernels
-RUN pip install --no-deps --no-cache-dir . \
- && pip check
-
-# ---- runtime: the virtual environment, run by a non-root user --------------------------------
-FROM ${BASE_IMAGE} AS runtime
 
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
@@ -44,12 +40,21 @@ RUN groupadd --system --gid 10001 amanuensis \
  && mkdir -p /cache \
  && chown 10001:10001 /cache
 
-COPY --from=build /opt/venv /opt/venv
+# The project itself, without dependencies (all installed above): a regular install, so the
+# kernel header and sources come from the package data, as from any installed wheel.
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY npu ./npu
+COPY kernels ./kernels
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install --no-deps --no-cache-dir . \
+ && pip check \
+ && rm -rf /src/*
 
 # /cache holds every model downloaded on use (a named AMANUENSIS_MODEL, alignment models), so a
 # volume there survives restarts; the default model is inside the image.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
+ENV PYTHONUNBUFFERED=1 \
     XDG_CACHE_HOME=/cache \
     HF_HOME=/cache/huggingface \
     TORCH_HOME=/cache/torch
