@@ -140,9 +140,18 @@ class DockerEngine:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        _remove_run_dir(self.run_dir)
         fcntl.flock(self.lock_file, fcntl.LOCK_UN)
         self.lock_file.close()
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Unmount what the daemon left mounted there (its network namespace file), then delete."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(f"{run_dir}/")), reverse=True):
+        subprocess.run(["umount", point], check=False, capture_output=True, timeout=60)
+    shutil.rmtree(run_dir)
 
 
 def _start_daemon(run_dir: Path, driver: str, log_path: Path) -> subprocess.Popen:
@@ -189,7 +198,7 @@ def start_engine() -> DockerEngine:
         engine.process.terminate()
         engine.process.wait(timeout=60)
         failures.append(f"{driver}: {log_path.read_text()[-1500:]}")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    _remove_run_dir(run_dir)
     fcntl.flock(lock_file, fcntl.LOCK_UN)
     lock_file.close()
     raise EngineUnavailable("dockerd did not start:\n" + "\n".join(failures))
