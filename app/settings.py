@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     start without it, ``cpu`` never touches the NPU."""
 
     kernel_dir: Path = DEFAULT_KERNEL_DIR
-    """Directory holding the built NPU kernel artifacts (xclbin + instruction files)."""
+    """Directory holding the built NPU kernel artifacts (xclbin + instruction files); default
+    ``kernels/build`` beside the kernel sources, in a checkout or an installed package
+    (npu/kernel_files.py). Artifacts are never packaged: an installed service names them here."""
 
     npu_device_id: int = Field(default=0, ge=0)
     """Which ``<npu_device_dir>/accel<N>`` to use."""
