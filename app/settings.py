@@ -22,6 +22,9 @@ from npu.config import (
 )
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 
+VadMethod = Literal["silero_onnx", "pyannote", "silero"]
+"""The voice-activity detectors the engine can cut audio with (see :attr:`Settings.vad_method`)."""
+
 
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
@@ -54,8 +57,11 @@ class Settings(BaseSettings):
     language: str | None = None
     """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
 
-    vad_method: Literal["pyannote", "silero"] = "pyannote"
-    """Voice-activity detector that cuts the audio into chunks (pyannote ships with WhisperX)."""
+    vad_method: VadMethod = "silero_onnx"
+    """Voice-activity detector that cuts the audio into chunks: ``silero_onnx`` (Silero VAD as
+    the ONNX file inside faster-whisper's package; the fastest, no download), ``pyannote``
+    (ships with WhisperX; a torch model, seconds per minute of audio) or ``silero`` (WhisperX's
+    torch-hub Silero: downloads on first use)."""
 
     mel_backend: MelMode = MelMode.AUTO
     """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to

@@ -29,7 +29,9 @@ torch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import threading
@@ -51,6 +53,7 @@ from whisperx.vads import Silero, Vad
 from app.errors import AlignmentUnavailable, InvalidRequest
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
+from app.transcription.vad import bundled_vad
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -260,15 +263,18 @@ class Engine:
             cpu_threads=settings.cpu_threads,
             num_workers=settings.max_concurrent,
         )
-        pipeline = whisperx.load_model(
-            settings.model,
-            device=DEVICE,
-            compute_type=settings.compute_type,
-            language=settings.language,
-            vad_method=settings.vad_method,
-            model=model,
-            threads=settings.cpu_threads,
-        )
+        vad = bundled_vad(settings.vad_method)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Use manually assigned vad_model"
+            pipeline = whisperx.load_model(
+                settings.model,
+                device=DEVICE,
+                compute_type=settings.compute_type,
+                language=settings.language,
+                vad_method=settings.vad_method,
+                vad_model=vad,
+                model=model,
+                threads=settings.cpu_threads,
+            )
         wrapped = RuntimeFeaturePipeline.from_pipeline(pipeline, runtime)
         runtime_n_mels = getattr(runtime, "n_mels", None)
         if runtime_n_mels not in (None, wrapped.n_mels):
