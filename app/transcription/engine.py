@@ -18,7 +18,8 @@ shallow copy of the pipeline (:meth:`RuntimeFeaturePipeline.for_request`), becau
 chunk scores here. The copies share the CTranslate2 model, which is loaded with
 ``inter_threads = max_concurrent`` so that many ``generate`` calls really run in parallel (each
 with ``cpu_threads`` intra-op threads), the VAD model (pyannote's inference keeps no per-call
-state; Silero's network does, so Silero calls are serialised) and the runtime (thread-safe).
+state; WhisperX's torch-hub Silero keeps state in its network, so its calls are serialised; the
+default, :class:`~app.transcription.vad.SileroOnnx`, keeps none) and the runtime (thread-safe).
 
 Import order matters: CTranslate2 and torch each bring an OpenMP runtime, and with torch
 loaded first every transcription after the first ran ~2x slower on 2 cores
