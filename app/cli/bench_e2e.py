@@ -75,12 +75,12 @@ def ljspeech_clips(seconds: float):
 
 def contestants(model: str, threads: int) -> list[tuple[str, Callable]]:
     """(name, audio -> transcript text) for the engine and each peer, all loaded."""
-    from app.service import create_runtime
-    from app.settings import Settings
-    from app.transcription.engine import Engine  # first: CTranslate2 before torch
-
     import whisperx
     from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from app.service import create_runtime
+    from app.settings import Settings
+    from app.transcription.engine import Engine
 
     settings = Settings(**{**({"model": model} if model else {}), "language": "en",
                            "batch_size": BATCH_SIZE})
@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"round {repeat} {name:<24} {elapsed:8.3f} s {seconds / elapsed:7.1f}x "
                       f"WER {wer[name]:.4f}", flush=True)
     x_rt = {name: seconds / min(t) for name, t in times.items()}
-    for name in times:
-        print(f"{name:<24} best {min(times[name]):8.3f} s median "
-              f"{statistics.median(times[name]):8.3f} s {x_rt[name]:7.1f}x WER {wer[name]:.4f}")
+    for name, runs in times.items():
+        print(f"{name:<24} best {min(runs):8.3f} s median {statistics.median(runs):8.3f} s "
+              f"{x_rt[name]:7.1f}x WER {wer[name]:.4f}")
     key = {name: name.replace("-", "_").replace(" ", "_") for name in times}
     print(json.dumps({
         "audio_seconds": round(seconds, 3),

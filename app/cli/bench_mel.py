@@ -233,10 +233,10 @@ def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> di
     n_chunks = -(-audio.size // audio_spec.N_SAMPLES)
     chunks = np.split(np.resize(audio, n_chunks * audio_spec.N_SAMPLES), n_chunks)
     signal = audio
-    ours_chunks = lambda: [runtime.process_audio_to_features(c) for c in chunks]  # noqa: E731
-    theirs_chunks = lambda: asrfront.whisper.log_mel_batch(chunks, n_mels)  # noqa: E731
-    ours_long = lambda: runtime.process_audio_to_features(signal)  # noqa: E731
-    theirs_long = lambda: asrfront.whisper.log_mel(signal, n_mels, pad_or_trim=False)  # noqa: E731
+    ours_chunks = lambda: [runtime.process_audio_to_features(c) for c in chunks]
+    theirs_chunks = lambda: asrfront.whisper.log_mel_batch(chunks, n_mels)
+    ours_long = lambda: runtime.process_audio_to_features(signal)
+    theirs_long = lambda: asrfront.whisper.log_mel(signal, n_mels, pad_or_trim=False)
     best = best_seconds({"ours chunks": ours_chunks, "asrfront chunks": theirs_chunks,
                          "ours long": ours_long, "asrfront long": theirs_long}, repeats)
     whisperx_chunks = [whisperx.audio.log_mel_spectrogram(torch.from_numpy(c), n_mels).numpy()

