@@ -18,7 +18,8 @@ shallow copy of the pipeline (:meth:`RuntimeFeaturePipeline.for_request`), becau
 chunk scores here. The copies share the CTranslate2 model, which is loaded with
 ``inter_threads = max_concurrent`` so that many ``generate`` calls really run in parallel (each
 with ``cpu_threads`` intra-op threads), the VAD model (pyannote's inference keeps no per-call
-state; Silero's network does, so Silero calls are serialised) and the runtime (thread-safe).
+state; WhisperX's torch-hub Silero keeps state in its network, so its calls are serialised; the
+default, :class:`~app.transcription.vad.SileroOnnx`, keeps none) and the runtime (thread-safe).
 
 Import order matters: CTranslate2 and torch each bring an OpenMP runtime, and with torch
 loaded first every transcription after the first ran ~2x slower on 2 cores
@@ -29,7 +30,9 @@ torch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import threading
@@ -52,6 +55,7 @@ from app.errors import AlignmentUnavailable, InvalidRequest, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
 from app.transcription.cross_attention import cross_attention_words
+from app.transcription.vad import bundled_vad
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -280,15 +284,18 @@ class Engine:
         if not model.model.is_multilingual and settings.language not in (None, ENGLISH):
             raise ValueError(f"AMANUENSIS_LANGUAGE={settings.language!r}, but the model "
                              f"{settings.model_choice.id!r} is English-only")
-        pipeline = whisperx.load_model(
-            source,
-            device=DEVICE,
-            compute_type=settings.compute_type,
-            language=settings.language if model.model.is_multilingual else ENGLISH,
-            vad_method=settings.vad_method,
-            model=model,
-            threads=settings.cpu_threads,
-        )
+        vad = bundled_vad(settings.vad_method)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Use manually assigned vad_model"
+            pipeline = whisperx.load_model(
+                source,
+                device=DEVICE,
+                compute_type=settings.compute_type,
+                language=settings.language if model.model.is_multilingual else ENGLISH,
+                vad_method=settings.vad_method,
+                vad_model=vad,
+                model=model,
+                threads=settings.cpu_threads,
+            )
         wrapped = RuntimeFeaturePipeline.from_pipeline(pipeline, runtime)
         runtime_n_mels = getattr(runtime, "n_mels", None)
         if runtime_n_mels not in (None, wrapped.n_mels):
