@@ -18,6 +18,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if !defined(__AIE_ARCH__)
+#include <vector>
+#endif
+
 #include "attention_config.h"
 #include "bf16.h"
 #include "ops_tables.h"
@@ -143,32 +147,33 @@ void attention_finish(uint16_t* out) {
   }
 }
 
-// A whole head on the host, laid out as the design streams it: Q [n_queries][D],
-// K^T [D][n_keys], V [n_keys][D], out [n_queries][D], all bf16. Q tiles are zero-padded and
-// K^T blocks gathered as the shim DMA does. Returns 0, or -1 for sizes the design refuses.
+#if !defined(__AIE_ARCH__)
+// A whole head on the host (not in the AIE build), laid out as the design streams it: Q
+// [n_queries][D], K^T [D][n_keys], V [n_keys][D], out [n_queries][D], all bf16. Q tiles are
+// zero-padded and K^T blocks gathered as the shim DMA does. Returns 0, or -1 for sizes the
+// design refuses.
 int32_t attention_head(const uint16_t* q, const uint16_t* kt, const uint16_t* v, uint16_t* out,
                        int32_t n_queries, int32_t n_keys) {
   if (n_queries < 1 || n_keys < 1 || n_keys > ATTN_MAX_KEYS) return -1;
-  static uint16_t q_tile[kRows * kDim];
-  static uint16_t kt_block[kDim * kBlock];
-  static uint16_t out_tile[kRows * kDim];
+  std::vector<uint16_t> q_tile(kRows * kDim), kt_block(kDim * kBlock), out_tile(kRows * kDim);
   for (int32_t row = 0; row < n_queries; row += kRows) {
     const int32_t rows = n_queries - row < kRows ? n_queries - row : kRows;
-    memset(q_tile, 0, sizeof q_tile);
-    memcpy(q_tile, q + row * kDim, sizeof(uint16_t) * rows * kDim);
-    attention_start(q_tile);
+    q_tile.assign(q_tile.size(), 0);
+    memcpy(q_tile.data(), q + row * kDim, sizeof(uint16_t) * rows * kDim);
+    attention_start(q_tile.data());
     for (int32_t key = 0; key < n_keys; key += kBlock) {
       const int32_t keys = n_keys - key < kBlock ? n_keys - key : kBlock;
       for (int d = 0; d < kDim; ++d) {
-        memcpy(kt_block + d * kBlock, kt + d * n_keys + key, sizeof(uint16_t) * keys);
+        memcpy(kt_block.data() + d * kBlock, kt + d * n_keys + key, sizeof(uint16_t) * keys);
       }
-      attention_block(kt_block, v + key * kDim, keys);
+      attention_block(kt_block.data(), v + key * kDim, keys);
     }
-    attention_finish(out_tile);
-    memcpy(out + row * kDim, out_tile, sizeof(uint16_t) * rows * kDim);
+    attention_finish(out_tile.data());
+    memcpy(out + row * kDim, out_tile.data(), sizeof(uint16_t) * rows * kDim);
   }
   return 0;
 }
+#endif
 
 int32_t attention_kernel_head_dim(void) { return ATTN_HEAD_DIM; }
 

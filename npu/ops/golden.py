@@ -11,6 +11,18 @@ import numpy as np
 
 from npu.ops import tables
 
+GELU_MAX_ABS_ERR = 2.0 ** -7
+"""Stated bound of the GELU kernel against exact-erf GELU of the same bf16 input, over every
+finite bf16 value (the bf16 rounding of outputs in [2, 4) alone reaches 2^-7)."""
+GELU_APPROX_ERR = 2e-4
+"""...and beyond half a bf16 ulp of the output: the float32 approximation's own error (the clamp
+at |x| = 4 dominates: GELU(-4) = -1.3e-4)."""
+ATTENTION_MAX_ERR_OVER_MAX_V = 2.0 ** -8
+"""Stated bound of the attention kernel's max |out - exact| / max |v| against float64 softmax
+attention: half a bf16 ulp of the output (2^-9 relative) plus the bf16 softmax weights."""
+ATTENTION_WEIGHTS_ERR = 1e-3
+"""...of which the part beyond half a bf16 ulp of the output, relative to max |v|."""
+
 
 def from_bf16(bits: np.ndarray) -> np.ndarray:
     """bf16 bit patterns -> float32 (exact)."""

@@ -9,19 +9,14 @@ import scipy.special
 
 from npu.kernel_lib import host_attention, host_gelu
 from npu.ops import golden, tables
+from npu.ops.golden import (
+    ATTENTION_MAX_ERR_OVER_MAX_V,
+    ATTENTION_WEIGHTS_ERR,
+    GELU_APPROX_ERR,
+    GELU_MAX_ABS_ERR,
+)
 
 ALL_BF16 = np.arange(1 << 16, dtype=np.uint16)
-GELU_MAX_ABS_ERR = 2.0 ** -7
-"""Stated bound of the kernel's bf16 GELU against exact-erf GELU of the same input, over every
-finite bf16 value (the bf16 rounding of outputs in [2, 4) alone reaches 2^-7)."""
-GELU_APPROX_ERR = 2e-4
-"""Stated bound of the float32 approximation before the bf16 rounding (the clamp at |x| = 4
-dominates: GELU(-4) = -1.3e-4)."""
-ATTENTION_MAX_ERR_OVER_MAX_V = 2.0 ** -8
-"""Stated bound of max |out - exact| / max |v| against float64 softmax attention: the bf16
-rounding of the output (at most half an ulp, 2^-9 relative) plus the bf16 softmax weights."""
-ATTENTION_WEIGHTS_ERR = 1e-3
-"""...of which the part beyond rounding the exact output to bf16, relative to max |v|."""
 
 
 @pytest.fixture(scope="module")
