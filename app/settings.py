@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to
     start without it, ``cpu`` never touches the NPU."""
 
+    encoder_backend: Literal["ctranslate2", "runtime"] = "ctranslate2"
+    """Whisper encoder: ``ctranslate2`` (its own, the fastest on a CPU) or ``runtime`` (NumPy with
+    the model's weights, GELU and attention through the runtime - on the NPU when it has the
+    kernels; matrix products stay on the CPU). CTranslate2 decodes either way."""
+
     kernel_dir: Path = DEFAULT_KERNEL_DIR
     """Directory holding the built NPU kernel artifacts (xclbin + instruction files); default
     ``kernels/build`` beside the kernel sources, in a checkout or an installed package
