@@ -66,21 +66,21 @@ def load(state: ServiceState) -> None:
             engine.warm_up()
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail(state, "model_unavailable",
-              f"the model {settings.model!r} loaded but failed its warm-up pass: "
+              f"the model {settings.model_choice.id!r} loaded but failed its warm-up pass: "
               f"{type(error).__name__}: {error}. Fix: check that AMANUENSIS_MODEL is a Whisper "
               f"model and AMANUENSIS_COMPUTE_TYPE suits this CPU.")
         return
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine
     state.problem = None
-    logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model,
+    logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model_choice.id,
                 time.perf_counter() - started, state.runtime.mel_backend_name,
                 state.runtime.mel_backend_reason)
 
 
 def _fail_model(state: ServiceState, error: Exception) -> None:
     _fail(state, "model_unavailable",
-          f"the model {state.settings.model!r} could not be loaded: {type(error).__name__}: "
+          f"the model {state.settings.model_choice.id!r} could not be loaded: {type(error).__name__}: "
           f"{error}. Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory "
           f"(`amanuensis tiny-model DIR` writes a random-weights test model), or allow this host "
           f"to download it from huggingface.co.")

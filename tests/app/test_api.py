@@ -116,6 +116,7 @@ def test_bracketed_and_plain_granularity_spellings(live_server, jfk):
                               data={"response_format": "verbose_json", field: "word"})
         assert response.status_code == 200, response.text
         assert response.json()["words"]
+        assert response.json()["word_timestamps_method"] == "wav2vec2"
         assert "segments" not in response.json()
 
 
