@@ -37,6 +37,7 @@ class BlockingEngine:
     """Stands in for the model: each call waits for the test, then returns an empty transcript."""
 
     concurrency = 2  # calls it takes at once (any number, in fact), reported by /status
+    english_only = True  # also reported by /status
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -94,7 +95,7 @@ def metric(text: str, name: str, labels: dict | None = None) -> float | None:
 
 
 def post(client: TestClient) -> httpx.Response:
-    return client.post(UPLOAD, files={"file": ("a.wav", WAV, "audio/wav")}, data={"model": "m"})
+    return client.post(UPLOAD, files={"file": ("a.wav", WAV, "audio/wav")}, data={"model": "whisper-1"})
 
 
 def wait_for(predicate, what: str) -> None:
@@ -190,7 +191,7 @@ def test_a_model_that_cannot_load_leaves_ready_503_and_health_200(start_service,
         assert "/nonexistent/whisper-model" in ready.json()["error"]["message"]
         assert "Fix:" in ready.json()["error"]["message"]
         assert http.get("/health").status_code == 200
-        refused = http.post(UPLOAD, files={"file": ("a.wav", WAV)}, data={"model": "m"})
+        refused = http.post(UPLOAD, files={"file": ("a.wav", WAV)}, data={"model": "whisper-1"})
         assert refused.status_code == 503
 
 
