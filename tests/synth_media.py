@@ -66,6 +66,17 @@ def encode_audio(
     return buffer.getvalue()
 
 
+def without_declared_length(flac: bytes) -> bytes:
+    """``flac`` with STREAMINFO's total-samples field zeroed ("unknown", as a stream encoder
+    writes it): the demuxer can no longer say how long the audio is."""
+    data = bytearray(flac)
+    if data[:4] != b"fLaC":
+        raise ValueError("not a FLAC file")
+    field = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # low 36 bits: total samples
+    data[18:26] = field.to_bytes(8, "big")
+    return bytes(data)
+
+
 def _as_format(chunk: np.ndarray, fmt: str) -> np.ndarray:
     """Samples in PyAV's layout for ``fmt``: planar ``[channels, n]`` or packed ``[1, n*ch]``."""
     planar = fmt.endswith("p")

@@ -5,9 +5,10 @@ PyAV's wheels bundle FFmpeg, so any common container and codec decodes with no s
 errors: nothing decodable -> 415, empty upload or no audio stream -> 400.
 
 Compressed size says little about decoded size (hours of silent FLAC fit in a few kilobytes),
-so the decoder counts samples as it goes and stops at ``max_seconds``: it never holds more
-than that much decoded audio (64 KB per second as float32), and the upload is refused with
-413. Samples that are not finite numbers (NaN or infinity, which a float WAV can carry) are
+so an upload whose container declares more than ``max_seconds`` is refused with 413 before
+anything is decoded, and the decoder counts samples as it goes and stops at ``max_seconds``
+(for containers that declare no length, or a false one): it never holds more than that much
+decoded audio (64 KB per second as float32). Samples that are not finite numbers (NaN or infinity, which a float WAV can carry) are
 refused with 400 as soon as a frame holds one.
 """
 
@@ -42,7 +43,9 @@ def decode_audio(
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise EmptyAudio("the uploaded file has no audio stream", param=param)
-            samples = _decode_stream(container, container.streams.audio[0], limit)
+            stream = container.streams.audio[0]
+            limit.check_declared(_declared_seconds(container, stream))
+            samples = _decode_stream(container, stream, limit)
     except av.FFmpegError as error:
         raise UnsupportedMedia(f"the uploaded file could not be decoded as audio: {error}",
                                param=param) from error
@@ -63,6 +66,13 @@ class _Limit:
         self.param = param
         self.samples = 0
 
+    def check_declared(self, seconds: float | None) -> None:
+        """Refuse up front what the container itself says is too long."""
+        if self.max_seconds is not None and seconds is not None and seconds > self.max_seconds:
+            raise AudioTooLong(
+                f"the uploaded audio is {seconds:.0f} s long, over the limit of "
+                f"{self.max_seconds:g} s (AMANUENSIS_MAX_AUDIO_SECONDS)", param=self.param)
+
     def check(self, piece: np.ndarray) -> np.ndarray:
         self.samples += piece.size
         if self.max_samples is not None and self.samples > self.max_samples:
@@ -75,6 +85,16 @@ class _Limit:
         if self.should_stop is not None and self.should_stop():
             raise WorkStopped("decoding stopped: the request no longer waits for it")
         return piece
+
+
+def _declared_seconds(container: av.container.InputContainer,
+                      stream: av.AudioStream) -> float | None:
+    """The length the stream (or else the container) declares, if any."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
 
 
 def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia, WorkStopped
+from app.settings import Settings
 from app.transcription.audio import decode_audio
 from tests.app.service_helpers import sine_file, video_only_file
-from tests.synth_media import float_wav, silent_flac, tone
+from tests.synth_media import float_wav, silent_flac, tone, without_declared_length
 
 
 @pytest.mark.parametrize(("container", "codec", "rate", "layout"), [
@@ -54,12 +55,25 @@ def test_undecodable_is_415():
     assert caught.value.status_code == 415
 
 
-def test_hours_of_silent_flac_stop_at_the_cap_without_materialising_them():
+def test_a_declared_length_over_the_default_cap_is_refused_before_decoding():
     bomb = silent_flac(6 * 3600)  # six hours in ~45 KB; ~1.4 GB as float32
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioTooLong, match="21600 s long") as caught:
+            decode_audio(io.BytesIO(bomb), max_seconds=Settings().max_audio_seconds)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (caught.value.status_code, caught.value.code) == (413, "audio_too_long")
+    assert peak < 20 * 2**20
+
+
+def test_hours_of_silent_flac_stop_at_the_cap_without_materialising_them():
+    bomb = without_declared_length(silent_flac(6 * 3600))
     assert len(bomb) < 100_000
     tracemalloc.start()
     try:
-        with pytest.raises(AudioTooLong, match="600 s") as caught:
+        with pytest.raises(AudioTooLong, match="decoding stopped") as caught:
             decode_audio(io.BytesIO(bomb), max_seconds=600)
         _, peak = tracemalloc.get_traced_memory()
     finally:
