@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.api import monitoring, transcriptions
+from app.api import monitoring, realtime, transcriptions
 from app.api.limits import UploadLimit
 from app.api.request_metrics import RequestMetrics
 from app.api.security import api_key_dependency, install_cors
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     require_key = [Depends(api_key_dependency(api_key))]
     app.include_router(transcriptions.router, dependencies=require_key)
+    app.include_router(realtime.router)  # checks the key itself: browsers cannot send headers
     app.include_router(monitoring.router,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)

@@ -35,6 +35,11 @@ def _digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
+def key_is_valid(api_key: str, sent: bytes) -> bool:
+    """Whether the bytes a client ``sent`` are ``api_key``, compared in constant time."""
+    return hmac.compare_digest(_digest(sent), _digest(api_key.encode("utf-8")))
+
+
 def api_key_dependency(api_key: str | None) -> Callable[..., None]:
     """A FastAPI dependency that lets a request through only with the right bearer key.
 
@@ -48,7 +53,6 @@ def api_key_dependency(api_key: str | None) -> Callable[..., None]:
 
         return open_access
 
-    expected = _digest(api_key.encode("utf-8"))
     bearer = HTTPBearer(auto_error=False, description="AMANUENSIS_API_KEY as a bearer token")
 
     def require_api_key(
@@ -60,7 +64,7 @@ def api_key_dependency(api_key: str | None) -> Callable[..., None]:
             )
         # Starlette decodes header bytes as latin-1; encoding back gives the bytes on the wire.
         sent = credentials.credentials.encode("latin-1")
-        if not hmac.compare_digest(_digest(sent), expected):
+        if not key_is_valid(api_key, sent):
             raise AuthenticationFailed("The API key is not valid for this server.")
 
     return require_api_key
