@@ -31,8 +31,8 @@ def minute_of_speech(tmp_path_factory) -> bytes:
 
 
 class GatedEngine:
-    """The real engine, whose chunk hook waits after the first chunk until ``gate`` opens;
-    counts the chunks decoded and says how the transcription ended."""
+    """The real engine, whose chunk hook waits after each call's first chunk until ``gate``
+    opens; counts the chunks decoded (all calls) and says how the last call ended."""
 
     def __init__(self, engine) -> None:
         self._engine = engine
@@ -45,11 +45,15 @@ class GatedEngine:
         return getattr(self._engine, name)
 
     def transcribe(self, audio, *, on_text, **options):
+        first = True
+
         def gated(text: str) -> None:
+            nonlocal first
             self.chunks += 1
             on_text(text)
-            if self.chunks == 1 and not self.gate.wait(timeout=120):
+            if first and not self.gate.wait(timeout=120):
                 self.gate_timed_out = True
+            first = False
 
         try:
             result = self._engine.transcribe(audio, on_text=gated, **options)
