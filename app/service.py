@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import monitoring, realtime, transcriptions
 from app.api.limits import UploadLimit
+from app.api.page import install_page
 from app.api.request_metrics import RequestMetrics
 from app.api.security import api_key_dependency, install_cors
 from app.errors import install_error_handlers
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     require_key = [Depends(api_key_dependency(api_key))]
     app.include_router(transcriptions.router, dependencies=require_key)
     app.include_router(realtime.router)  # checks the key itself: browsers cannot send headers
+    install_page(app)
     app.include_router(monitoring.router,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
