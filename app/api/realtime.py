@@ -151,10 +151,10 @@ def _turn_transcriber(state: ServiceState):
         async with state.admission.admit(audio_seconds=seconds) as slot:
             transcription = await slot.run(lambda: engine.transcribe(
                 audio, language=config.language, initial_prompt=config.prompt, batch_size=1,
-                on_text=on_text))
+                on_text=on_text, should_stop=slot.should_stop))
         state.metrics.observe_transcription(
             audio_seconds=seconds, processing_seconds=sum(transcription.stage_seconds.values()),
-            stage_seconds=transcription.stage_seconds,
+            queue_wait_seconds=slot.queue_wait_seconds, stage_seconds=transcription.stage_seconds,
             mel_backend=transcription.mel_backend or state.runtime.mel_backend_name)
         return transcription.text
 

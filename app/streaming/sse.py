@@ -7,8 +7,8 @@ engine decodes one VAD chunk at a time and each chunk's text goes out as a
 whole text (equal to the deltas joined) and the usage. An error after the response started is a
 ``data: {"error": ...}`` event, which the official SDK raises as ``APIError``.
 
-A client that hangs up stops the work: the engine's per-chunk hook raises at the next chunk, so
-the slot is given back after the chunk being decoded, not after the whole file.
+A client that hangs up stops the work: its slot is given up, the engine sees ``should_stop`` at
+the next chunk, and the slot is given back after the chunk being decoded, not after the file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,10 +31,6 @@ from app.transcription.audio import decode_audio, duration_seconds
 from app.transcription.engine import Engine, Transcription
 
 
-class StreamAbandoned(Exception):
-    """Raised inside the engine's chunk hook once nobody reads the stream any more."""
-
-
 def event(payload: dict) -> str:
     """One SSE event: a ``data:`` line of JSON and the blank line that ends it."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
@@ -45,21 +41,25 @@ async def stream_transcription(
     request: Request,
     upload: UploadFile,
     *,
-    stages: dict[str, float],
+    clock: Any,
     finished: Callable[[Transcription], Any],
     **options: Any,
 ) -> StreamingResponse:
     """Admit, decode, then stream; ``finished`` gets the transcription when it is complete
-    (for the request metrics), ``stages`` the decode time and the engine's stage times."""
+    (for the request metrics), the route's ``clock`` the queue wait, the decode time and the
+    engine's stage times."""
     engine = state.ready_engine()
     state.metrics.streaming_requests.inc()
     admitted = contextlib.AsyncExitStack()
     try:
         slot = await admitted.enter_async_context(
             state.admission.admit(is_disconnected=request.is_disconnected))
-        started = asyncio.get_running_loop().time()
-        audio = await slot.run(lambda: decode_audio(upload.file))
-        stages["decode"] = asyncio.get_running_loop().time() - started
+        clock.queue_wait = slot.queue_wait_seconds
+        started = time.perf_counter()
+        audio = await slot.run(lambda: decode_audio(
+            upload.file, max_seconds=state.settings.max_audio_seconds,
+            should_stop=slot.should_stop))
+        clock.stages["decode"] = time.perf_counter() - started
         slot.allow_for_audio(duration_seconds(audio))
     except BaseException:
         await admitted.aclose()
@@ -69,7 +69,7 @@ async def stream_transcription(
         async with admitted:
             async for item in _events(slot, engine, audio, options):
                 if isinstance(item, Transcription):
-                    stages.update(item.stage_seconds)
+                    clock.stages.update(item.stage_seconds)
                     finished(item)
                     yield event(_done(item))
                 else:
@@ -96,18 +96,16 @@ async def _events(slot: Slot, engine: Engine, audio: Any,
     """Delta events as the engine decodes chunks, then the transcription itself."""
     loop = asyncio.get_running_loop()
     deltas: asyncio.Queue[str] = asyncio.Queue()
-    abandoned = threading.Event()
     joiner = TextDeltas()
 
     def on_text(text: str) -> None:
-        if abandoned.is_set():
-            raise StreamAbandoned("the client stopped reading the stream")
         delta = joiner.delta(text)
         if delta:
             loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
     run = asyncio.ensure_future(slot.run(
-        lambda: engine.transcribe(audio, batch_size=1, on_text=on_text, **options)))
+        lambda: engine.transcribe(audio, batch_size=1, on_text=on_text,
+                                  should_stop=slot.should_stop, **options)))
     try:
         while not run.done():
             waiting = asyncio.ensure_future(deltas.get())
@@ -125,9 +123,8 @@ async def _events(slot: Slot, engine: Engine, audio: Any,
             return
         yield transcription
     finally:
-        abandoned.set()
         if not run.done():
-            run.cancel()
+            run.cancel()  # the slot is given up: the engine stops at the next chunk
 
 
 def _done(transcription: Transcription) -> dict:
