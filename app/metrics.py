@@ -58,6 +58,19 @@ class ServiceMetrics:
         self.model_load_seconds = Gauge(
             "amanuensis_model_load_seconds", "time the model took to load (and warm up)",
             registry=self.registry)
+        self.streaming_requests = Counter(
+            "amanuensis_streaming_requests", "transcription requests answered with stream=true",
+            registry=self.registry)
+        self.realtime_sessions = Counter(
+            "amanuensis_realtime_sessions", "realtime WebSocket sessions opened",
+            registry=self.registry)
+        self.realtime_sessions_active = Gauge(
+            "amanuensis_realtime_sessions_active", "realtime WebSocket sessions open now",
+            registry=self.registry)
+        self.realtime_turn_latency = Histogram(
+            "amanuensis_realtime_turn_latency_seconds",
+            "realtime turns: from the end of the turn's audio to its completed transcript",
+            buckets=DURATION_BUCKETS, registry=self.registry)
         self.registry.register(_RuntimeCollector(runtime_metrics))
 
     def observe_transcription(self, *, audio_seconds: float, processing_seconds: float,

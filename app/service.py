@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.api import monitoring, transcriptions
+from app.api import monitoring, realtime, transcriptions
 from app.api.limits import UploadLimit
+from app.api.page import install_page
 from app.api.request_metrics import RequestMetrics
 from app.api.security import ApiKeyGate, api_key_scheme, install_cors
 from app.errors import install_error_handlers
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     install_cors(app, settings.cors_origins)
     declare_key = [Depends(api_key_scheme(api_key))]
     app.include_router(transcriptions.router, dependencies=declare_key)
+    app.include_router(realtime.router)  # checks the key itself: browsers cannot send headers
+    install_page(app)
     app.include_router(monitoring.router,
                        dependencies=declare_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)

@@ -118,6 +118,18 @@ class Settings(BaseSettings):
     request_timeout_per_audio_second: float = Field(default=1.0, ge=0)
     """Seconds added to the deadline for each second of audio in the upload."""
 
+    realtime_max_sessions: int = Field(default=8, ge=0)
+    """Realtime WebSocket sessions open at once; one more is told so in an ``error`` event and
+    closed (code 1013, try again later). Their turns share the ``max_concurrent`` model slots
+    and the queue with HTTP requests."""
+
+    realtime_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A realtime session that sends nothing for this long is closed (code 1000)."""
+
+    realtime_max_turn_seconds: float = Field(default=30.0, ge=1, le=300)
+    """Longest turn of a realtime session: speech that goes on for this long is committed and
+    transcribed as a turn of its own, and the speech after it starts the next turn."""
+
     npu_retry_seconds: float | None = Field(default=DEFAULT_NPU_RETRY_SECONDS, ge=0)
     """After an NPU run fails, how long the CPU serves before the NPU is tried again; empty
     means never."""

@@ -26,6 +26,8 @@ class ServiceState:
     started_at: float = field(default_factory=time.time)
     owned: list[Engine | UnifiedNPURuntime] = field(default_factory=list)
     """What the service built itself and closes at shutdown (not what a caller handed it)."""
+    realtime_sessions: int = 0
+    """Realtime WebSocket sessions open now (at most ``settings.realtime_max_sessions``)."""
     metrics: ServiceMetrics = field(init=False)
     admission: AdmissionController = field(init=False)
 

@@ -32,6 +32,11 @@ def _digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
+def key_is_valid(api_key: str, sent: bytes) -> bool:
+    """Whether the bytes a client ``sent`` are ``api_key``, compared in constant time."""
+    return hmac.compare_digest(_digest(sent), _digest(api_key.encode("utf-8")))
+
+
 class ApiKeyGate:
     """Lets a request to a protected path through only with the right bearer key."""
 

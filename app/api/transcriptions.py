@@ -22,12 +22,15 @@ from app.api.formatting import (
 )
 from app.errors import InvalidRequest, ModelNotFound, documented_errors
 from app.state import ServiceState
+from app.streaming.sse import stream_transcription
 from app.transcription.audio import decode_audio, duration_seconds
 from app.transcription.engine import Transcription
 
 TRANSCRIPTION_ERRORS = documented_errors(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 TRANSCRIPTION_MEDIA = {200: {"description": "The transcript in the requested format",
                              "content": {media_type: {} for media_type in MEDIA_TYPES.values()}}}
+STREAM_MEDIA = {200: {**TRANSCRIPTION_MEDIA[200], "content": {
+    **TRANSCRIPTION_MEDIA[200]["content"], "text/event-stream": {}}}}
 router = APIRouter()
 Task = Literal["transcribe", "translate"]
 Granularity = Literal["word", "segment"]
@@ -172,7 +175,7 @@ BracketGranularities = Annotated[list[Granularity] | None, Form(alias="timestamp
 
 
 @router.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription",
-             responses={**TRANSCRIPTION_MEDIA, **TRANSCRIPTION_ERRORS})
+             responses={**STREAM_MEDIA, **TRANSCRIPTION_ERRORS})
 async def openai_transcriptions(
     state: State,
     request: Request,
@@ -184,11 +187,31 @@ async def openai_transcriptions(
     temperature: Temperature = 0.0,
     timestamp_granularities: Granularities = None,
     timestamp_granularities_brackets: BracketGranularities = None,
+    stream: Annotated[bool, Form(description=(
+        "Server-sent events: each chunk's text as it is decoded, then the whole text"))] = False,
 ) -> Response:
     granularities = [*(timestamp_granularities or []), *(timestamp_granularities_brackets or [])]
+    if stream:
+        return await _stream(state, request, file, model=model, language=language,
+                             prompt=prompt, response_format=response_format,
+                             granularities=granularities)
     return await _openai(state, request, task="transcribe", file=file, model=model,
                          language=language, prompt=prompt, response_format=response_format,
                          granularities=granularities)
+
+
+async def _stream(state: ServiceState, request: Request, file: UploadFile, *,
+                  model: str | None, language: str | None, prompt: str | None,
+                  response_format: ResponseFormat, granularities: list[str]) -> Response:
+    _check_model(state, model)
+    if response_format not in ("json", "text") or granularities:
+        raise InvalidRequest("stream=true sends text deltas: response_format must be json or "
+                             "text, without timestamp_granularities", param="stream")
+    clock = _Clock()
+    return await stream_transcription(
+        state, request, file, clock=clock,
+        finished=lambda transcription: _finish(state, transcription, clock, lambda _: None),
+        language=language or None, initial_prompt=prompt or None)
 
 
 @router.post("/v1/audio/translations", summary="OpenAI-compatible translation to English",

@@ -147,6 +147,7 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         self.mel_seconds = 0.0
         self.mel_backends: list[str] = []
         self.chunk_scores: list[dict] = []
+        self.on_text: Callable[[str], None] | None = None
         self.should_stop: Callable[[], bool] | None = None
         self._call_batch_size: int | None = None
 
@@ -204,9 +205,12 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
 
     def postprocess(self, model_outputs):
         tokens, no_speech_prob = model_outputs["tokens"], model_outputs["no_speech_prob"]
+        text = model_outputs["text"]
         if self._call_batch_size in (0, 1, None):
-            tokens, no_speech_prob = tokens[0], no_speech_prob[0]
+            tokens, no_speech_prob, text = tokens[0], no_speech_prob[0], text[0]
         self.chunk_scores.append({"tokens": list(tokens), "no_speech_prob": float(no_speech_prob)})
+        if self.on_text is not None:
+            self.on_text(text)
         return model_outputs
 
     def transcribe(self, audio, batch_size=None, *args, **kwargs):
@@ -367,10 +371,15 @@ class Engine:
         batch_size: int | None = None,
         word_timestamps: bool = False,
         progress: Callable[[float], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done.
-        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`."""
+        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`.
+
+        ``on_text`` gets each VAD chunk's text, in order, as soon as that chunk is decoded (on
+        this thread; with ``batch_size=1`` every chunk is its own decode).
+        """
         if self._closed:
             raise RuntimeError("the engine is closed: no transcriptions after shutdown")
         language, task = self._checked_request(language or self.settings.language, task)
@@ -380,6 +389,7 @@ class Engine:
         if not carries_signal(audio):
             return self._no_signal(pipeline, audio, language)
         pipeline.options = replace(pipeline.options, initial_prompt=initial_prompt)
+        pipeline.on_text = on_text
         started = time.perf_counter()
         result = pipeline.transcribe(audio, batch_size=batch_size, language=language, task=task,
                                      progress_callback=progress)
