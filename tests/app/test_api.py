@@ -138,6 +138,7 @@ def test_transcribe_endpoint_json(live_server, jfk, response_format):
     assert body["realtime_factor"] == pytest.approx(body["duration"] / body["processing_time"])
     assert body["segments"] and all(segment["words"] for segment in body["segments"])
     assert ("tokens" in body["segments"][0]) == (response_format == "verbose_json")
+    assert body["word_timestamps_method"] == "wav2vec2"
 
 
 @pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
