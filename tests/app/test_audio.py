@@ -9,6 +9,7 @@ import pytest
 
 from app.errors import EmptyAudio, UnsupportedMedia
 from app.transcription.audio import decode_audio
+from npu.audio_spec import SAMPLE_RATE
 from tests.app.service_helpers import sine_file, video_only_file
 
 
@@ -23,14 +24,14 @@ from tests.app.service_helpers import sine_file, video_only_file
 def test_decodes_to_16k_mono_float32(container, codec, rate, layout):
     audio = decode_audio(io.BytesIO(sine_file(container, codec, rate=rate, layout=layout)))
     assert audio.dtype == np.float32 and audio.ndim == 1
-    assert audio.shape[0] / 16000 == pytest.approx(1.0, abs=0.05)  # codec priming/padding
+    assert audio.shape[0] / SAMPLE_RATE == pytest.approx(1.0, abs=0.05)  # codec priming/padding
     spectrum = np.abs(np.fft.rfft(audio[2000:14000]))
-    assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(440, abs=2)
+    assert np.argmax(spectrum) * SAMPLE_RATE / 12000 == pytest.approx(440, abs=2)
 
 
 def test_lossless_16k_mono_is_exact():
-    audio = decode_audio(io.BytesIO(sine_file("wav", "pcm_f32le", rate=16000, layout="mono")))
-    t = np.arange(16000) / 16000
+    audio = decode_audio(io.BytesIO(sine_file("wav", "pcm_f32le", rate=SAMPLE_RATE, layout="mono")))
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     np.testing.assert_allclose(audio, 0.3 * np.sin(2 * np.pi * 440 * t), atol=1e-6)
 
 
