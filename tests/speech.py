@@ -1,33 +1,50 @@
-"""The shared speech clips (``../shared/speech``), decoded with PyAV to 16 kHz mono float32."""
+"""The shared speech clips (``../shared/speech``) for tests: found, or the test cannot run.
+
+A test that needs them skips (with the reason) when they are absent, and fails instead under
+``CI=true``, where they must be present.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
-SPEECH_DIR = (Path(__file__).resolve().parents[1] / ".." / "shared" / "speech").resolve()
-AUDIO_SUFFIXES = {".flac", ".wav", ".mp3", ".ogg"}
+from app.cli.speech import SHARED_SPEECH
+from app.cli.speech import speech_files as shared_speech_files
+
+SPEECH_DIR = SHARED_SPEECH
+
+
+def missing(reason: str) -> None:
+    """Fail under ``CI=true``, skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the shared speech must be present)")
+    pytest.skip(reason)
+
+
+@functools.cache
+def _found() -> tuple[Path, ...]:
+    return tuple(shared_speech_files(SPEECH_DIR))
 
 
 def speech_files() -> list[Path]:
-    """Every audio file under ``../shared/speech``; skips the test (with the reason) if absent."""
-    if not SPEECH_DIR.is_dir():
-        pytest.skip(f"shared speech clips not found at {SPEECH_DIR}")
-    files = sorted(p for p in SPEECH_DIR.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        pytest.skip(f"no audio files under {SPEECH_DIR}")
-    return files
+    """Every audio file under ``../shared/speech``, sorted."""
+    if not _found():
+        missing(f"no shared speech clips at {SPEECH_DIR}")
+    return list(_found())
 
 
-def decode_16k_mono(path: Path) -> np.ndarray:
-    """Decode, down-mix and resample to 16 kHz signed 16-bit, as ``whisperx.audio.load_audio``."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-    chunks = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-    return np.concatenate(chunks, axis=1).reshape(-1).astype(np.float32) / 32768.0
+def clip(corpus: str) -> Path:
+    """The first audio file of ``corpus`` (``jfk``, ``librispeech``, ``ljspeech``)."""
+    return next(f for f in speech_files() if corpus in f.relative_to(SPEECH_DIR).parts)
+
+
+def speech_file(relative: str) -> Path:
+    """One named file, e.g. ``jfk/jfk.wav``."""
+    path = SPEECH_DIR / relative
+    if not path.is_file():
+        missing(f"no shared speech file {path}")
+    return path

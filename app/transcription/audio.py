@@ -7,6 +7,7 @@ errors: nothing decodable -> 415, empty upload or no audio stream -> 400.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO
 
 import av
@@ -31,6 +32,12 @@ def decode_audio(source: BinaryIO, *, param: str = "file") -> np.ndarray:
     if samples.size == 0:
         raise EmptyAudio("the uploaded file contains no audio samples", param=param)
     return samples
+
+
+def decode_file(path: Path) -> np.ndarray:
+    """:func:`decode_audio` of the file at ``path``."""
+    with Path(path).open("rb") as source:
+        return decode_audio(source, param=str(path))
 
 
 def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream) -> np.ndarray:

@@ -13,7 +13,9 @@ import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from app.api.formatting import MEDIA_TYPES
-from tests.app.service_helpers import clip, soundfile_duration, video_only_file
+from npu.audio_spec import SAMPLE_RATE
+from tests.app.service_helpers import soundfile_duration, video_only_file
+from tests.speech import clip
 
 SUBTITLE_TIME = r"(\d\d:)?\d\d:\d\d[.,]\d\d\d"
 
@@ -164,7 +166,8 @@ def test_every_shared_speech_file_decodes_and_transcribes(live_server):
 def test_silence_gives_an_empty_transcript(live_server):
     from tests.app.service_helpers import sine_file
 
-    silence = sine_file("wav", "pcm_s16le", rate=16000, layout="mono", seconds=3.0, amplitude=0)
+    silence = sine_file("wav", "pcm_s16le", rate=SAMPLE_RATE, layout="mono", seconds=3.0,
+                        amplitude=0)
     response = httpx.post(live_server + "/transcribe", timeout=60, files={"file": silence})
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "" and response.json()["segments"] == []

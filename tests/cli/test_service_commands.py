@@ -11,8 +11,9 @@ import pytest
 
 from app.cli import main
 from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE
-from tests.app.service_helpers import clip, soundfile_duration
+from tests.app.service_helpers import soundfile_duration
 from tests.conftest import REPO_ROOT
+from tests.speech import clip
 
 
 def test_tiny_model_writes_a_labelled_model(tmp_path, capsys):
