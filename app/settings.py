@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.transcription.models import BUNDLED_MODEL_ID, ModelChoice, resolve_model
 from npu.config import (
     DEFAULT_DEVICE_DIR,
     DEFAULT_NPU_RETRY_SECONDS,
@@ -33,9 +34,10 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    model: str = "base"
-    """WhisperX/faster-whisper model name (``tiny``, ``base``, ``small``, ``large-v3``, ...,
-    downloaded on first use) or a local CTranslate2 model directory."""
+    model: str = BUNDLED_MODEL_ID
+    """Whisper model: ``tiny.en`` (the default) is bundled with the service, English only, no
+    download; another faster-whisper name (``base``, ``small``, ``large-v3-turbo``, ...) is
+    downloaded on first use; or a local CTranslate2 model directory."""
 
     model_cache_dir: Path | None = None
     """Where named models are downloaded and looked up; the Hugging Face cache when unset."""
@@ -52,7 +54,8 @@ class Settings(BaseSettings):
     the ``max_concurrent`` workers, so running transcriptions never oversubscribe the CPU."""
 
     language: str | None = None
-    """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
+    """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset
+    (English-only models such as ``tiny.en`` never detect: English)."""
 
     vad_method: Literal["pyannote", "silero"] = "pyannote"
     """Voice-activity detector that cuts the audio into chunks (pyannote ships with WhisperX)."""
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest request body accepted, in bytes; larger uploads get 413 before being read."""
+
+    max_audio_seconds: float = Field(default=3 * 3600.0, gt=0)
+    """Longest audio accepted, in seconds of decoded sound. Decoding stops at this length and the
+    request gets 413 (``audio_too_long``): compressed size says little (hours of silent FLAC fit
+    in kilobytes), and decoded audio takes 64 KB per second (3 h: about 0.7 GB)."""
 
     warmup: bool = True
     """Run one short transcription at start-up so the first request does not pay for it."""
@@ -124,6 +132,11 @@ class Settings(BaseSettings):
 
     port: int = Field(default=8000, ge=1, le=65535)
     """Port ``amanuensis serve`` listens on."""
+
+    @property
+    def model_choice(self) -> ModelChoice:
+        """The configured model's id and where it loads from."""
+        return resolve_model(self.model)
 
     def front_end_config(self, n_mels: int = 80) -> FrontEndConfig:
         """These settings' answer to which mel back-ends, where, and what happens on failure,

@@ -1,40 +1,45 @@
 """The shared speech clips (``../shared/speech``) for tests: found, or the test cannot run.
 
-A test that needs them skips (with the reason) when they are absent, and fails instead under
-``CI=true``, where they must be present.
+Where the folder is absent a test that needs it skips with the reason - except in CI
+(``CI=true``), which has the folder, so there it fails instead.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
-from app.cli.speech import SHARED_SPEECH
-from app.cli.speech import speech_files as shared_speech_files
+from app.evaluation.corpus import SHARED_SPEECH_DIR, Utterance, shared_utterances
+from app.evaluation.corpus import speech_files as corpus_speech_files
 
-SPEECH_DIR = SHARED_SPEECH
+SPEECH_DIR = SHARED_SPEECH_DIR
 
 
-def missing(reason: str) -> None:
-    """Fail under ``CI=true``, skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the shared speech must be present)")
+def missing_speech(reason: str):
+    """Skip (fail under ``CI=true``) because the shared speech is not here."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have the shared speech: {reason}")
     pytest.skip(reason)
 
 
-@functools.cache
-def _found() -> tuple[Path, ...]:
-    return tuple(shared_speech_files(SPEECH_DIR))
-
-
 def speech_files() -> list[Path]:
-    """Every audio file under ``../shared/speech``, sorted."""
-    if not _found():
-        missing(f"no shared speech clips at {SPEECH_DIR}")
-    return list(_found())
+    """Every audio file under ``../shared/speech``."""
+    files = corpus_speech_files(SPEECH_DIR)
+    if not files:
+        missing_speech(f"no shared speech clips at {SPEECH_DIR}")
+    return files
+
+
+def speech_utterances() -> list[Utterance]:
+    """Every shared speech utterance with its reference transcript."""
+    utterances = shared_utterances(SPEECH_DIR)
+    if not utterances:
+        missing_speech(f"no shared speech utterances at {SPEECH_DIR}")
+    return utterances
 
 
 def clip(corpus: str) -> Path:
@@ -46,5 +51,16 @@ def speech_file(relative: str) -> Path:
     """One named file, e.g. ``jfk/jfk.wav``."""
     path = SPEECH_DIR / relative
     if not path.is_file():
-        missing(f"no shared speech file {path}")
+        missing_speech(f"no shared speech file {path}")
     return path
+
+
+def decode_16k_mono(path: Path) -> np.ndarray:
+    """Decode, down-mix and resample to 16 kHz signed 16-bit, as ``whisperx.audio.load_audio``."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    chunks = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+    return np.concatenate(chunks, axis=1).reshape(-1).astype(np.float32) / 32768.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli.speech import SHARED_SPEECH, speech_files
+from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
 from npu.audio_spec import HOP_LENGTH, N_FFT, SAMPLE_RATE
 
 SETTLE_SECONDS = 0.3
@@ -59,7 +59,7 @@ def bench_audio(kind: str, seconds: float) -> tuple[np.ndarray, str]:
             clips.append(decode_file(path))
             if sum(c.size for c in clips) >= n:
                 break
-        return np.resize(np.concatenate(clips), n), f"speech ({SHARED_SPEECH})"
+        return np.resize(np.concatenate(clips), n), f"speech ({SHARED_SPEECH_DIR})"
     noise = np.random.default_rng(0).standard_normal(n).astype(np.float32) * np.float32(0.1)
     return noise, "white noise"
 

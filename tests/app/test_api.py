@@ -305,7 +305,8 @@ def test_model_that_cannot_load_leaves_the_process_up(start_service, tiny_env, j
 
 def test_status(live_server, tiny_model_dir):
     status = httpx.get(live_server + "/status").json()
-    assert status["model"] == str(tiny_model_dir) and status["ready"] is True
+    assert status["model"] == tiny_model_dir.name and status["ready"] is True
+    assert status["model_source"] == str(tiny_model_dir) and status["english_only"] is False
     assert status["compute_type"] == "int8"
     assert status["mel_backend"] == "cpu" and status["mel_backend_reason"]
     assert set(status["mel_fallbacks"]) == {"no_device", "no_xrt", "no_kernel_artifacts",

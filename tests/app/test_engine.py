@@ -7,9 +7,9 @@ import pytest
 import whisperx
 
 from app.settings import Settings
-from app.transcription.audio import decode_audio
+from app.transcription.audio import decode_audio, decode_file
 from app.transcription.engine import Engine, carries_signal
-from npu.audio_spec import SAMPLE_RATE
+from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
 from npu.runtime import MelFeatures, UnifiedNPURuntime
 from tests.speech import clip
 
@@ -126,6 +126,16 @@ def test_unknown_language_is_refused(engine):
 
     with pytest.raises(InvalidRequest, match="language 'xx'"):
         engine.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="xx")
+
+
+def test_a_multilingual_model_detects_the_language_and_takes_any_it_knows(engine):
+    assert not engine.english_only
+    jfk = decode_file(clip("jfk"))
+    detected = engine.transcribe(jfk)
+    assert detected.language in engine.supported_languages
+    assert detected.language == engine.pipeline.detect_language(jfk[:N_SAMPLES])
+    assert engine.transcribe(jfk, language="de").language == "de"
+    assert engine.transcribe(jfk, task="translate", language="de").language == "de"
 
 
 @pytest.mark.parametrize(("samples", "expected"), [
