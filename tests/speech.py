@@ -15,6 +15,7 @@ import pytest
 
 from app.evaluation.corpus import SHARED_SPEECH_DIR, Utterance, shared_utterances
 from app.evaluation.corpus import speech_files as corpus_speech_files
+from npu.audio_spec import SAMPLE_RATE
 
 SPEECH_DIR = SHARED_SPEECH_DIR
 
@@ -57,7 +58,7 @@ def speech_file(relative: str) -> Path:
 
 def decode_16k_mono(path: Path) -> np.ndarray:
     """Decode, down-mix and resample to 16 kHz signed 16-bit, as ``whisperx.audio.load_audio``."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     chunks = []
     with av.open(str(path)) as container:
         for frame in container.decode(audio=0):
