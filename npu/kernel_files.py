@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
-"""The kernels' sources: one folder per op with its ``.cc``, size header and design generator."""
+KERNELS_DIR = (Path(__file__).parent / "kernel_sources").resolve()
+"""The kernels' sources: one folder per op with its ``.cc``, size header and design generator.
+
+In a checkout ``npu/kernel_sources`` is a link to the repository's ``kernels/``; an installed
+wheel carries a copy of them there as package data (pyproject.toml), so both find them here."""
 
 DEFAULT_KERNEL_DIR = KERNELS_DIR / "build"
 """Where ``make -C kernels`` writes the xclbins and instruction streams (``AMANUENSIS_KERNEL_DIR``
@@ -20,3 +23,9 @@ HOST_BUILD_DIR = DEFAULT_KERNEL_DIR / "host"
 
 MEL_CONFIG_HEADER = KERNELS_DIR / "mel" / "mel_config.h"
 """The mel kernel's sizes and formats, read by :mod:`npu.mel.tables`."""
+
+GELU_CONFIG_HEADER = KERNELS_DIR / "gelu" / "gelu_config.h"
+"""The GELU kernel's sizes, read by :mod:`npu.ops.tables`."""
+
+ATTENTION_CONFIG_HEADER = KERNELS_DIR / "attention" / "attention_config.h"
+"""The attention kernel's sizes, read by :mod:`npu.ops.tables`."""

@@ -12,7 +12,8 @@ SIGNALS = ("silence", "dc_max", "dc_min", "clipped_square", "full_scale_sweep", 
 
 
 def test_verify_prints_table_and_json(capsys):
-    args = ["kernels", "verify", "--frames", "500", "--audio", str(speech_file("jfk/jfk.wav"))]
+    args = ["kernels", "verify", "--frames", "500", "--heads", "2",
+            "--audio", str(speech_file("jfk/jfk.wav"))]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -22,6 +23,11 @@ def test_verify_prints_table_and_json(capsys):
     assert sorted(row[0] for row in synthetic_rows) == sorted(SIGNALS)
     assert all(row[2] == "true" for row in synthetic_rows)  # each input bit-exact
     assert summary["max_abs_err"] <= 0.05 and summary["within_bounds"]
+    gelu, attention = summary["gelu"], summary["attention"]
+    assert gelu["values"] == 65536 and gelu["bit_exact"] and gelu["max_abs_err"] <= 2 ** -7
+    assert attention["heads"] == 2 and attention["bit_exact"]
+    assert 0 < attention["max_err_over_max_v"] <= 2 ** -8
+    assert any(line.startswith("attention_head1_x4") for line in lines)
 
 
 def test_verify_missing_file_is_an_error(capsys, tmp_path):
