@@ -1,4 +1,4 @@
-"""The shared speech clips (``../shared/speech``) for tests, decoded with PyAV to 16 kHz mono.
+"""The shared speech clips (``../shared/speech``) for tests: found, or the test cannot run.
 
 Where the folder is absent a test that needs it skips with the reason - except in CI
 (``CI=true``), which has the folder, so there it fails instead.
@@ -15,6 +15,7 @@ import pytest
 
 from app.evaluation.corpus import SHARED_SPEECH_DIR, Utterance, shared_utterances
 from app.evaluation.corpus import speech_files as corpus_speech_files
+from npu.audio_spec import SAMPLE_RATE
 
 SPEECH_DIR = SHARED_SPEECH_DIR
 
@@ -28,7 +29,7 @@ def missing_speech(reason: str):
 
 def speech_files() -> list[Path]:
     """Every audio file under ``../shared/speech``."""
-    files = corpus_speech_files()
+    files = corpus_speech_files(SPEECH_DIR)
     if not files:
         missing_speech(f"no shared speech clips at {SPEECH_DIR}")
     return files
@@ -36,15 +37,28 @@ def speech_files() -> list[Path]:
 
 def speech_utterances() -> list[Utterance]:
     """Every shared speech utterance with its reference transcript."""
-    utterances = shared_utterances()
+    utterances = shared_utterances(SPEECH_DIR)
     if not utterances:
         missing_speech(f"no shared speech utterances at {SPEECH_DIR}")
     return utterances
 
 
+def clip(corpus: str) -> Path:
+    """The first audio file of ``corpus`` (``jfk``, ``librispeech``, ``ljspeech``)."""
+    return next(f for f in speech_files() if corpus in f.relative_to(SPEECH_DIR).parts)
+
+
+def speech_file(relative: str) -> Path:
+    """One named file, e.g. ``jfk/jfk.wav``."""
+    path = SPEECH_DIR / relative
+    if not path.is_file():
+        missing_speech(f"no shared speech file {path}")
+    return path
+
+
 def decode_16k_mono(path: Path) -> np.ndarray:
     """Decode, down-mix and resample to 16 kHz signed 16-bit, as ``whisperx.audio.load_audio``."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     chunks = []
     with av.open(str(path)) as container:
         for frame in container.decode(audio=0):

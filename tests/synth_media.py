@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 import struct
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 
-SPEECH_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "speech"
+from npu.audio_spec import SAMPLE_RATE
 
 
 def tone(seconds: float, rate: int, channels: int = 1, hz: float = 440.0) -> np.ndarray:
@@ -107,7 +106,7 @@ def video_only(seconds: float = 1.0) -> bytes:
     return buffer.getvalue()
 
 
-def wav_header_announcing(data_bytes: int, rate: int = 16_000) -> bytes:
+def wav_header_announcing(data_bytes: int, rate: int = SAMPLE_RATE) -> bytes:
     """A 44-byte RIFF/WAVE header for 16-bit mono whose data chunk claims ``data_bytes``, and no
     data after it."""
     riff_size = min(36 + data_bytes, 0xFFFFFFFF)
@@ -119,13 +118,6 @@ def wav_header_announcing(data_bytes: int, rate: int = 16_000) -> bytes:
         + b"data"
         + struct.pack("<I", min(data_bytes, 0xFFFFFFFF))
     )
-
-
-def speech_files() -> list[Path]:
-    """The shared real speech recordings (WAV and FLAC); empty when the folder is absent."""
-    if not SPEECH_DIR.is_dir():
-        return []
-    return sorted(p for p in SPEECH_DIR.rglob("*") if p.suffix in (".wav", ".flac"))
 
 
 def silent_flac(seconds: float, rate: int = 8_000) -> bytes:

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from app.errors import APIError
 from app.transcription.audio import decode_audio
-from tests.synth_media import SPEECH_DIR, encode_audio, speech_files, tone, video_only
+from npu.audio_spec import SAMPLE_RATE
+from tests.speech import speech_files
+from tests.synth_media import encode_audio, tone, video_only
 
 pytestmark = pytest.mark.timeout(600)
 
-SPEECH = speech_files()
 PROPERTY = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
@@ -57,10 +58,15 @@ def synthetic_files() -> dict[str, bytes]:
     return {
         "mp3": encode_audio(tone(2, 44_100, 2), 44_100, container="mp3", codec="libmp3lame"),
         "opus": encode_audio(tone(2, 48_000), 48_000, container="ogg", codec="libopus"),
-        "flac": encode_audio(tone(2, 16_000), 16_000, container="flac", codec="flac"),
+        "flac": encode_audio(tone(2, SAMPLE_RATE), SAMPLE_RATE, container="flac", codec="flac"),
         "mp4": encode_audio(tone(2, 44_100, 2), 44_100, container="mp4", codec="aac", video=True),
         "video-only": video_only(),
     }
+
+
+@pytest.fixture(scope="module")
+def recordings() -> list[Path]:
+    return speech_files()
 
 
 @functools.cache
@@ -89,11 +95,10 @@ def test_truncated_encoded_files_decode_or_are_refused(name, fraction, tail):
     decode_or_refuse(data[: int(len(data) * fraction)] + tail)
 
 
-@pytest.mark.skipif(not SPEECH, reason=f"no shared speech recordings under {SPEECH_DIR}")
 @PROPERTY
 @given(st.data())
-def test_truncated_real_recordings_decode_to_no_more_than_the_whole(data):
-    path = data.draw(st.sampled_from(SPEECH), label="recording")
+def test_truncated_real_recordings_decode_to_no_more_than_the_whole(recordings, data):
+    path = data.draw(st.sampled_from(recordings), label="recording")
     raw = path.read_bytes()
     cut = data.draw(st.integers(0, len(raw)), label="cut")
     audio = decode_or_refuse(raw[:cut])
@@ -102,11 +107,10 @@ def test_truncated_real_recordings_decode_to_no_more_than_the_whole(data):
         assert audio.size <= full_length(path) + 1024
 
 
-@pytest.mark.skipif(not SPEECH, reason=f"no shared speech recordings under {SPEECH_DIR}")
 @PROPERTY
 @given(st.data())
-def test_real_recordings_with_corrupted_bytes_decode_or_are_refused(data):
-    path = data.draw(st.sampled_from(SPEECH), label="recording")
+def test_real_recordings_with_corrupted_bytes_decode_or_are_refused(recordings, data):
+    path = data.draw(st.sampled_from(recordings), label="recording")
     raw = bytearray(path.read_bytes())
     for _ in range(data.draw(st.integers(1, 16), label="flips")):
         position = data.draw(st.integers(0, len(raw) - 1))

@@ -34,15 +34,17 @@ def register(commands, bench) -> None:
 
 def chunk_features(runtime, n_mels: int) -> tuple[np.ndarray, str]:
     """Log-mel features of one 30 s chunk: the first shared speech clip, or noise."""
-    from app.cli.kernels import decode_16k_mono, speech_files
+    from app.evaluation.corpus import speech_files
+    from app.transcription.audio import decode_file
+    from npu.audio_spec import N_SAMPLES
 
     files = speech_files()
     if files:
-        audio, source = decode_16k_mono(files[0])[:480_000], files[0].name
+        audio, source = decode_file(files[0])[:N_SAMPLES], files[0].name
     else:
-        audio, source = (0.1 * np.random.default_rng(0).standard_normal(480_000)).astype(
+        audio, source = (0.1 * np.random.default_rng(0).standard_normal(N_SAMPLES)).astype(
             np.float32), "noise"
-    features = runtime.process_audio_to_features(audio, padding=480_000 - audio.size)
+    features = runtime.process_audio_to_features(audio, padding=N_SAMPLES - audio.size)
     return features[:n_mels, :3000], source
 
 

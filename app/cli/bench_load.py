@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from npu.audio_spec import SAMPLE_RATE
+
 MEBIBYTE = 1024 * 1024
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)

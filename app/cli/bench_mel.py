@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-SPEECH_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "speech"
+from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
+from npu.audio_spec import HOP_LENGTH, N_FFT, SAMPLE_RATE
+
 SETTLE_SECONDS = 0.3
 """Pause before each timed run: OpenBLAS (librosa's and faster-whisper's matrix products) and
 OpenMP (torch) threads spin for ~0.1 s after their work, and a contestant timed inside that
@@ -52,23 +54,19 @@ def register(commands, bench) -> None:
 
 def bench_audio(kind: str, seconds: float) -> tuple[np.ndarray, str]:
     """``seconds`` of 16 kHz audio: the shared speech clips end to end, repeated, or noise."""
-    n = int(seconds * 16000)
+    n = int(seconds * SAMPLE_RATE)
     if n <= 200:
         raise SystemExit("--seconds must give more than 200 samples")
-    if kind == "speech" and SPEECH_DIR.is_dir():
-        import av
+    files = speech_files()
+    if kind == "speech" and files:
+        from app.transcription.audio import decode_file
 
         clips = []
-        for path in sorted(SPEECH_DIR.rglob("*.flac")) + sorted(SPEECH_DIR.rglob("*.wav")):
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-            with av.open(str(path)) as container:
-                for frame in container.decode(audio=0):
-                    clips.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-            clips.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+        for path in files:
+            clips.append(decode_file(path))
             if sum(c.size for c in clips) >= n:
                 break
-        speech = np.concatenate(clips).astype(np.float32) / 32768.0
-        return np.resize(speech, n), f"speech ({SPEECH_DIR.resolve()})"
+        return np.resize(np.concatenate(clips), n), f"speech ({SHARED_SPEECH_DIR})"
     noise = np.random.default_rng(0).standard_normal(n).astype(np.float32) * np.float32(0.1)
     return noise, "white noise"
 
@@ -92,7 +90,8 @@ def contestants(n_mels: int, kernel_dir: Path | None, stack: contextlib.ExitStac
 
     def librosa_features(audio):
         power = librosa.feature.melspectrogram(
-            y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=n_mels, pad_mode="reflect"
+            y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels,
+            pad_mode="reflect"
         )[:, :-1]
         log = np.log10(np.maximum(power, 1e-10))
         return (np.maximum(log, log.max() - 8.0) + 4.0) / 4.0
@@ -275,7 +274,7 @@ def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> di
 
 def run(args: argparse.Namespace) -> int:
     audio, source = bench_audio(args.audio, args.seconds)
-    seconds = audio.size / 16000
+    seconds = audio.size / SAMPLE_RATE
     host_report = npu_host_report(audio, args.n_mels, args.repeats) if args.npu_host_only else {}
     with contextlib.ExitStack() as stack:
         runtime, entries = contestants(args.n_mels, args.kernel_dir, stack)

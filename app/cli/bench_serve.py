@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from npu.audio_spec import SAMPLE_RATE
+
 WARMUP_ROUNDS = 2
 
 
@@ -43,16 +45,15 @@ def speech_audio(seconds: float):
     import numpy as np
 
     from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
-    from app.transcription.audio import decode_audio
+    from app.transcription.audio import decode_file
 
     files = speech_files()
     if not files:
         raise SystemExit(f"no speech clips under {SHARED_SPEECH_DIR}")
-    parts, total, needed = [], 0, int(seconds * 16000)
+    parts, total, needed = [], 0, int(seconds * SAMPLE_RATE)
     while total < needed:
         for path in files:
-            with path.open("rb") as source:
-                parts.append(decode_audio(source))
+            parts.append(decode_file(path))
             total += parts[-1].size
             if total >= needed:
                 break
@@ -69,7 +70,7 @@ def wav_bytes(audio) -> bytes:
     with wave.open(buffer, "wb") as output:
         output.setnchannels(1)
         output.setsampwidth(2)
-        output.setframerate(16000)
+        output.setframerate(SAMPLE_RATE)
         output.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     return buffer.getvalue()
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     audio = speech_audio(args.seconds)
     upload = wav_bytes(audio)
-    audio_seconds = audio.size / 16000
+    audio_seconds = audio.size / SAMPLE_RATE
     process = None
     url = args.url
     if url is None:

@@ -47,7 +47,9 @@ def self_check_audio():
     """Two seconds of a chirp over quiet noise: exercises every mel band, deterministic."""
     import numpy as np
 
-    t = np.arange(32000) / 16000
+    from npu.audio_spec import SAMPLE_RATE
+
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
     chirp = 0.5 * np.sin(2 * np.pi * (100 * t + 1900 * t**2))
     noise = np.random.default_rng(0).standard_normal(t.size) * 0.01
     return (chirp + noise).astype(np.float32)

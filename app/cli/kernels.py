@@ -16,30 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_SPEECH = REPO_ROOT / ".." / "shared" / "speech"
-SPEECH_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
-
-
-def decode_16k_mono(path: Path) -> np.ndarray:
-    """Decode any audio file with PyAV into float32 mono 16 kHz samples."""
-    import av
-
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
-        chunks = []
-        for frame in container.decode(audio=0):
-            chunks.extend(resampled.to_ndarray().ravel() for resampled in resampler.resample(frame))
-        chunks.extend(resampled.to_ndarray().ravel() for resampled in resampler.resample(None))
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-
-
-def speech_files(root: Path = SHARED_SPEECH) -> list[Path]:
-    """Every audio file under the shared speech folder, sorted; empty if it is absent."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in SPEECH_SUFFIXES)
-
+from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
+from npu.audio_spec import N_FRAMES, SAMPLE_RATE
 
 ERROR_BOUNDS = {"mean_abs_err": 0.001, "p999_abs_err": 0.01, "max_abs_err": 0.05}
 
@@ -54,7 +32,7 @@ def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
     impulses = np.zeros(size, np.int16)
     impulses[rng.integers(0, size, max(1, frames // 6))] = rng.choice([-32768, 32767, 1000, -1],
                                                                        max(1, frames // 6))
-    sweep = 32767 * np.sin(2 * np.pi * (n * 40 / 16_000) * (1 + n / size))
+    sweep = 32767 * np.sin(2 * np.pi * (n * 40 / SAMPLE_RATE) * (1 + n / size))
     return {
         "random_full_scale": rng.integers(-32768, 32768, size).astype(np.int16),
         "random_quiet": rng.integers(-4, 5, size).astype(np.int16),
@@ -85,9 +63,10 @@ def _audio_row(path: Path, kernel, n_mels: int) -> tuple[dict, np.ndarray]:
     """Bit-exactness of every call's buffer, and the error of the whole path vs WhisperX."""
     import whisperx.audio
 
+    from app.transcription.audio import decode_file
     from npu.mel import golden, host
 
-    audio = decode_16k_mono(path)
+    audio = decode_file(path)
     exact = True
 
     def checked_kernel(samples, count):
@@ -97,7 +76,7 @@ def _audio_row(path: Path, kernel, n_mels: int) -> tuple[dict, np.ndarray]:
         return out
 
     padding = whisperx.audio.N_SAMPLES
-    ours = host.log_mel(audio, n_mels, padding, 3000, checked_kernel)
+    ours = host.log_mel(audio, n_mels, padding, N_FRAMES, checked_kernel)
     reference = whisperx.audio.log_mel_spectrogram(audio, n_mels, padding=padding).numpy()
     error = np.abs(ours - reference).ravel()
     row = {"input": path.name, "frames": ours.shape[1], "bit_exact": exact,
@@ -201,7 +180,7 @@ def _verify_command(args: argparse.Namespace) -> int:
         print(f"audio file(s) not found: {', '.join(missing)}")
         return 2
     if not files:
-        print(f"no audio given and {SHARED_SPEECH} is absent: accuracy not checked")
+        print(f"no audio given and {SHARED_SPEECH_DIR} is absent: accuracy not checked")
     rows, summary = verify(args.frames, files, args.n_mels)
     op_rows, ops = verify_ops(args.heads)
     _print_table(rows + op_rows)

@@ -15,6 +15,7 @@ refused with 400 as soon as a frame holds one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import av
@@ -52,6 +53,12 @@ def decode_audio(
     if samples.size == 0:
         raise EmptyAudio("the uploaded file contains no audio samples", param=param)
     return samples
+
+
+def decode_file(path: Path) -> np.ndarray:
+    """:func:`decode_audio` of the file at ``path``."""
+    with Path(path).open("rb") as source:
+        return decode_audio(source, param=str(path))
 
 
 class _Limit:

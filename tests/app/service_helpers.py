@@ -1,4 +1,4 @@
-"""Helpers shared by the service tests: clips, durations measured independently, metrics."""
+"""Helpers shared by the service tests: durations measured independently, metrics."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import httpx
 import numpy as np
 import soundfile
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.speech import speech_files
-
-
-def clip(corpus: str) -> Path:
-    """The first audio file of ``corpus`` (jfk, librispeech, ljspeech) under ../shared/speech."""
-    return next(f for f in speech_files() if corpus in f.parts)
 
 
 def soundfile_duration(path: Path) -> float:
@@ -37,6 +30,14 @@ def metric_samples_from_text(text: str) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def metric_value(text: str, name: str, labels: dict | None = None) -> float | None:
+    """The first sample called ``name`` (with exactly ``labels``, when given); ``None`` if none."""
+    for (sample_name, sample_labels), value in metric_samples_from_text(text).items():
+        if sample_name == name and (labels is None or dict(sample_labels) == labels):
+            return value
+    return None
 
 
 def sine_file(container: str, codec: str, *, rate: int = 44100, layout: str = "stereo",

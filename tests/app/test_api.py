@@ -13,7 +13,9 @@ import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from app.api.formatting import MEDIA_TYPES
-from tests.app.service_helpers import clip, soundfile_duration, video_only_file
+from npu.audio_spec import SAMPLE_RATE
+from tests.app.service_helpers import soundfile_duration, video_only_file
+from tests.speech import clip
 
 SUBTITLE_TIME = r"(\d\d:)?\d\d:\d\d[.,]\d\d\d"
 
@@ -138,6 +140,7 @@ def test_transcribe_endpoint_json(live_server, jfk, response_format):
     assert body["realtime_factor"] == pytest.approx(body["duration"] / body["processing_time"])
     assert body["segments"] and all(segment["words"] for segment in body["segments"])
     assert ("tokens" in body["segments"][0]) == (response_format == "verbose_json")
+    assert body["word_timestamps_method"] == "wav2vec2"
 
 
 @pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
@@ -163,7 +166,8 @@ def test_every_shared_speech_file_decodes_and_transcribes(live_server):
 def test_silence_gives_an_empty_transcript(live_server):
     from tests.app.service_helpers import sine_file
 
-    silence = sine_file("wav", "pcm_s16le", rate=16000, layout="mono", seconds=3.0, amplitude=0)
+    silence = sine_file("wav", "pcm_s16le", rate=SAMPLE_RATE, layout="mono", seconds=3.0,
+                        amplitude=0)
     response = httpx.post(live_server + "/transcribe", timeout=60, files={"file": silence})
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "" and response.json()["segments"] == []

@@ -25,11 +25,12 @@ from schemathesis.checks import (
 )
 
 from app.api import monitoring, transcriptions
+from npu.audio_spec import SAMPLE_RATE
 from tests.synth_media import tone, wav_pcm16
 
 EXAMPLES_PER_OPERATION = 25
 REQUEST_TIMEOUT_S = 60
-AUDIO = wav_pcm16(tone(1.0, 16_000), 16_000)
+AUDIO = wav_pcm16(tone(1.0, SAMPLE_RATE), SAMPLE_RATE)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 OPERATIONS = sorted(

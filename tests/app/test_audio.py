@@ -11,6 +11,7 @@ import pytest
 from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import decode_audio
+from npu.audio_spec import SAMPLE_RATE
 from tests.app.service_helpers import sine_file, video_only_file
 from tests.synth_media import float_wav, silent_flac, tone, without_declared_length
 
@@ -26,14 +27,14 @@ from tests.synth_media import float_wav, silent_flac, tone, without_declared_len
 def test_decodes_to_16k_mono_float32(container, codec, rate, layout):
     audio = decode_audio(io.BytesIO(sine_file(container, codec, rate=rate, layout=layout)))
     assert audio.dtype == np.float32 and audio.ndim == 1
-    assert audio.shape[0] / 16000 == pytest.approx(1.0, abs=0.05)  # codec priming/padding
+    assert audio.shape[0] / SAMPLE_RATE == pytest.approx(1.0, abs=0.05)  # codec priming/padding
     spectrum = np.abs(np.fft.rfft(audio[2000:14000]))
-    assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(440, abs=2)
+    assert np.argmax(spectrum) * SAMPLE_RATE / 12000 == pytest.approx(440, abs=2)
 
 
 def test_lossless_16k_mono_is_exact():
-    audio = decode_audio(io.BytesIO(sine_file("wav", "pcm_f32le", rate=16000, layout="mono")))
-    t = np.arange(16000) / 16000
+    audio = decode_audio(io.BytesIO(sine_file("wav", "pcm_f32le", rate=SAMPLE_RATE, layout="mono")))
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     np.testing.assert_allclose(audio, 0.3 * np.sin(2 * np.pi * 440 * t), atol=1e-6)
 
 
@@ -79,17 +80,17 @@ def test_hours_of_silent_flac_stop_at_the_cap_without_materialising_them():
     finally:
         tracemalloc.stop()
     assert (caught.value.status_code, caught.value.code) == (413, "audio_too_long")
-    cap_bytes = 600 * 16_000 * 4
+    cap_bytes = 600 * SAMPLE_RATE * 4
     assert peak < 2 * cap_bytes  # what was decoded up to the cap, not six hours
 
 
 def test_audio_up_to_the_cap_decodes_in_full():
     audio = decode_audio(io.BytesIO(silent_flac(120)), max_seconds=121)
-    assert audio.shape[0] == 120 * 16_000
+    assert audio.shape[0] == 120 * SAMPLE_RATE
 
 
 @pytest.mark.parametrize(("bad", "rate", "channels"), [
-    (np.nan, 16_000, 1),  # no resampling: the samples reach the decoder's output as they are
+    (np.nan, SAMPLE_RATE, 1),  # no resampling: the samples reach the decoder's output as they are
     (np.inf, 44_100, 2),
     (-np.inf, 8_000, 1),
 ])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia
+from npu.audio_spec import SAMPLE_RATE
 from tests.synth_media import (
     encode_audio,
     float_wav,
@@ -57,11 +58,11 @@ class Case:
 
 @functools.cache
 def media() -> dict[str, bytes]:
-    one_second = tone(1.0, 16_000)
+    one_second = tone(1.0, SAMPLE_RATE)
     mp3 = encode_audio(tone(2, 44_100, 2), 44_100, container="mp3", codec="libmp3lame")
-    flac = encode_audio(tone(2, 16_000), 16_000, container="flac", codec="flac")
+    flac = encode_audio(tone(2, SAMPLE_RATE), SAMPLE_RATE, container="flac", codec="flac")
     return {
-        "wav": wav_pcm16(one_second, 16_000),
+        "wav": wav_pcm16(one_second, SAMPLE_RATE),
         "mp3_cut": mp3[: len(mp3) // 3],
         "mp3_head": mp3[:200],
         "flac_cut": flac[: len(flac) // 2],
@@ -75,7 +76,7 @@ def media() -> dict[str, bytes]:
         "six_channel_48k": wav_pcm16(tone(1, 48_000, 6), 48_000),
         "gigabyte_header": wav_header_announcing(4 * 1024**3),
         "gigabyte_header_with_data": wav_header_announcing(4 * 1024**3)
-        + (tone(1, 16_000)[0] * 32767).astype("<i2").tobytes(),
+        + (tone(1, SAMPLE_RATE)[0] * 32767).astype("<i2").tobytes(),
         "random": np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
         "four_hours_of_silent_flac": silent_flac(4 * 3600),  # over the default 3 h, ~30 KB
         "nan_wav": float_wav(with_sample(tone(1, 16_000), np.nan), 16_000),
@@ -97,7 +98,7 @@ def wav_file(name: str = "speech.wav", content_type: str = "audio/wav") -> tuple
 def two_hours_of_silence() -> bytes:
     """Encoded only when the (slow) case that sends it runs."""
     return encode_audio(
-        np.zeros((1, 16_000 * 7200), np.float32), 16_000, container="flac", codec="flac"
+        np.zeros((1, SAMPLE_RATE * 7200), np.float32), SAMPLE_RATE, container="flac", codec="flac"
     )
 
 
@@ -268,7 +269,7 @@ def test_requests_leave_no_temporary_files(start_service, tiny_env, tmp_path):
     server_tmp.mkdir()
     server = start_service({**tiny_env, "TMPDIR": str(server_tmp)})
     before = set(os.listdir(server_tmp))
-    big = wav_pcm16(tone(90, 16_000), 16_000)
+    big = wav_pcm16(tone(90, SAMPLE_RATE), SAMPLE_RATE)
     assert len(big) > 1024 * 1024
     with httpx.Client(base_url=server.base_url, timeout=600) as http:
         accepted = http.post(

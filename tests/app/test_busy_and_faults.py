@@ -15,22 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.service import create_app
 from app.settings import Settings
 from app.transcription.engine import Engine, Transcription
+from npu.audio_spec import SAMPLE_RATE
 from npu.backend import FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel.cpu import log_mel_spectrogram
 from npu.runtime import UnifiedNPURuntime
-from tests.synth_media import SPEECH_DIR, tone, wav_pcm16
+from tests.app.service_helpers import metric_value
+from tests.speech import speech_file
+from tests.synth_media import tone, wav_pcm16
 
-WAV = wav_pcm16(tone(1.0, 16_000), 16_000)
+WAV = wav_pcm16(tone(1.0, SAMPLE_RATE), SAMPLE_RATE)
 UPLOAD = "/v1/audio/transcriptions"
-JFK = SPEECH_DIR / "jfk" / "jfk.wav"  # real speech: language detection, then a chunk
+JFK = "jfk/jfk.wav"  # real speech: language detection, then a chunk
 
 
 class BlockingEngine:
@@ -49,7 +50,7 @@ class BlockingEngine:
             self.entered += 1
         if not self.release.wait(timeout=60):
             raise RuntimeError("test never released the engine")
-        return Transcription(language="en", duration=audio.size / 16_000, segments=[])
+        return Transcription(language="en", duration=audio.size / SAMPLE_RATE, segments=[])
 
 
 class FailingOnceEngine:
@@ -66,7 +67,7 @@ class FailingOnceEngine:
             raise RuntimeError("CUDA-free explosion inside the decoder")
         return Transcription(
             language="en",
-            duration=audio.size / 16_000,
+            duration=audio.size / SAMPLE_RATE,
             segments=[{"id": 0, "start": 0.0, "end": 1.0, "text": " fine"}],
         )
 
@@ -84,14 +85,6 @@ def serve(engine, runtime=None, **settings):
             yield client, app.state.service
     finally:
         runtime.close()
-
-
-def metric(text: str, name: str, labels: dict | None = None) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and (labels is None or sample.labels == labels):
-                return sample.value
-    return None
 
 
 def post(client: TestClient) -> httpx.Response:
@@ -121,7 +114,7 @@ def test_monitoring_answers_and_excess_is_refused_while_every_slot_is_busy():
             assert client.get("/status").json()["ready"] is True
             scraped = client.get("/metrics")
             assert scraped.status_code == 200
-            assert metric(scraped.text, "amanuensis_queue_depth") == 1
+            assert metric_value(scraped.text, "amanuensis_queue_depth") == 1
 
             refused = post(client)
             assert refused.status_code == 429
@@ -133,8 +126,9 @@ def test_monitoring_answers_and_excess_is_refused_while_every_slot_is_busy():
             engine.release.set()
             assert [f.result().status_code for f in [*running, queued]] == [200, 200, 200]
         scraped = client.get("/metrics").text
-        assert metric(scraped, "amanuensis_queue_depth") == 0
-        assert metric(scraped, "amanuensis_rejected_requests_total", {"reason": "queue_full"}) == 1
+        assert metric_value(scraped, "amanuensis_queue_depth") == 0
+        assert metric_value(scraped, "amanuensis_rejected_requests_total",
+                            {"reason": "queue_full"}) == 1
 
 
 def test_a_request_past_its_deadline_gets_504_in_the_error_shape_not_an_empty_200():
@@ -228,7 +222,6 @@ class MidRequestFailingNpu:
         return Device()
 
 
-@pytest.mark.skipif(not JFK.is_file(), reason=f"no shared speech at {JFK}")
 def test_an_npu_failing_mid_request_still_answers_via_the_cpu_and_is_retried_later(
     tiny_models, monkeypatch
 ):
@@ -237,7 +230,7 @@ def test_an_npu_failing_mid_request_still_answers_via_the_cpu_and_is_retried_lat
     runtime = UnifiedNPURuntime(backend_factories=[("npu-batch", npu)], npu_retry_seconds=0)
     settings = Settings(model=str(tiny_models.whisper), cpu_threads=2, batch_size=4)
     with Engine(settings, runtime) as engine, serve(engine, runtime=runtime) as (client, _):
-        speech = JFK.read_bytes()
+        speech = speech_file(JFK).read_bytes()
 
         for request in (1, 2):
             response = client.post("/transcribe", files={"file": ("s.wav", speech, "audio/wav")})
@@ -245,7 +238,7 @@ def test_an_npu_failing_mid_request_still_answers_via_the_cpu_and_is_retried_lat
             assert npu.opened == request  # the second request retried the NPU (retry after 0 s)
             scraped = client.get("/metrics").text
             assert (
-                metric(scraped, "amanuensis_mel_fallbacks_total", {"reason": "run_failed"})
+                metric_value(scraped, "amanuensis_mel_fallbacks_total", {"reason": "run_failed"})
                 == request
             )
         assert npu.calls >= 4  # each request: one good NPU call, then the failing one

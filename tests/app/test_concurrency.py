@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from app.settings import Settings
-from app.transcription.audio import decode_audio
+from app.transcription.audio import decode_file
 from app.transcription.engine import Engine
 from npu.runtime import MelFeatures, UnifiedNPURuntime
 from tests.app.test_busy_and_faults import serve
-from tests.speech import speech_files
+from tests.speech import clip
 
 BARRIER_TIMEOUT_S = 60
 CONCURRENT = 2
@@ -67,10 +67,7 @@ def cpu_runtime():
 @pytest.fixture(scope="module")
 def clips() -> list[np.ndarray]:
     """Different speech clips (a mix-up between concurrent requests would show)."""
-    files = speech_files()
-    chosen = [next(f for f in files if corpus in f.parts)
-              for corpus in ("jfk", "librispeech", "ljspeech")]
-    return [decode_audio(path.open("rb")) for path in chosen]
+    return [decode_file(clip(corpus)) for corpus in ("jfk", "librispeech", "ljspeech")]
 
 
 def transcript(transcription) -> list[tuple]:
@@ -108,8 +105,7 @@ def test_concurrent_transcripts_equal_sequential_ones(settings, cpu_runtime, cli
 def test_the_service_runs_admitted_requests_in_the_model_at_once(settings, cpu_runtime,
                                                                  monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    files = speech_files()
-    speech = next(f for f in files if "jfk" in f.parts).read_bytes()
+    speech = clip("jfk").read_bytes()
     runtime = RendezvousRuntime(cpu_runtime, parties=CONCURRENT)
     with Engine(settings, runtime) as engine, \
             serve(engine, runtime=UnifiedNPURuntime(enable_mel=False),

@@ -20,7 +20,8 @@ import uvicorn
 from app.service import create_app
 from app.settings import Settings
 from npu.runtime import UnifiedNPURuntime
-from tests.app.test_busy_and_faults import WAV, BlockingEngine, metric, wait_for
+from tests.app.service_helpers import metric_value
+from tests.app.test_busy_and_faults import WAV, BlockingEngine, wait_for
 
 UPLOAD = "/transcribe"
 
@@ -80,12 +81,12 @@ def test_a_client_that_hangs_up_while_queued_never_starts_and_the_slot_is_releas
         port = int(base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as leaver:
             leaver.sendall(multipart_request(port))
-            wait_for(lambda: metric(scrape(base_url), "amanuensis_queue_depth") == 1,
+            wait_for(lambda: metric_value(scrape(base_url), "amanuensis_queue_depth") == 1,
                      "the second request queued")
-        wait_for(lambda: metric(scrape(base_url), "amanuensis_rejected_requests_total",
+        wait_for(lambda: metric_value(scrape(base_url), "amanuensis_rejected_requests_total",
                                 {"reason": "client_disconnected"}) == 1,
                  "the hang-up noticed")
-        assert metric(scrape(base_url), "amanuensis_queue_depth") == 0
+        assert metric_value(scrape(base_url), "amanuensis_queue_depth") == 0
         assert engine.entered == 1  # the leaver's work never started
         assert state.admission.running == 1
 
@@ -95,7 +96,7 @@ def test_a_client_that_hangs_up_while_queued_never_starts_and_the_slot_is_releas
         after = post(base_url)
         assert after.status_code == 200, after.text
         assert engine.entered == 2
-        assert metric(scrape(base_url), "amanuensis_rejected_requests_total",
+        assert metric_value(scrape(base_url), "amanuensis_rejected_requests_total",
                       {"reason": "client_disconnected"}) == 1
 
 

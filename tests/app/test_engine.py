@@ -7,13 +7,11 @@ import pytest
 import whisperx
 
 from app.settings import Settings
-from app.transcription.audio import decode_audio
+from app.transcription.audio import decode_audio, decode_file
 from app.transcription.engine import Engine, carries_signal
-from npu.audio_spec import N_SAMPLES
-from npu.runtime import MelFeatures
-from tests.speech import speech_files
-
-runtime_module = pytest.importorskip("npu.runtime", reason="npu.runtime (runtime issue) not merged")
+from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
+from npu.runtime import MelFeatures, UnifiedNPURuntime
+from tests.speech import clip
 
 BATCH_SIZE = 4
 
@@ -36,7 +34,7 @@ class ShiftedRuntime:
 
 @pytest.fixture(scope="module")
 def runtime():
-    with runtime_module.UnifiedNPURuntime(enable_mel=False) as cpu_runtime:
+    with UnifiedNPURuntime(enable_mel=False) as cpu_runtime:
         yield cpu_runtime
 
 
@@ -69,9 +67,7 @@ def stock(settings):
 
 
 def one_file_per_corpus() -> list:
-    files = speech_files()
-    return [next(f for f in files if f.parent.name == corpus or f.parent.parent.name == corpus)
-            for corpus in ("jfk", "librispeech", "ljspeech")]
+    return [clip(corpus) for corpus in ("jfk", "librispeech", "ljspeech")]
 
 
 def test_model_receives_the_runtimes_features(settings, runtime, engine):
@@ -129,13 +125,12 @@ def test_unknown_language_is_refused(engine):
     from app.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="language 'xx'"):
-        engine.transcribe(np.zeros(16000, np.float32), language="xx")
+        engine.transcribe(np.zeros(SAMPLE_RATE, np.float32), language="xx")
 
 
 def test_a_multilingual_model_detects_the_language_and_takes_any_it_knows(engine):
     assert not engine.english_only
-    with next(f for f in speech_files() if f.parent.name == "jfk").open("rb") as source:
-        jfk = decode_audio(source)
+    jfk = decode_file(clip("jfk"))
     detected = engine.transcribe(jfk)
     assert detected.language in engine.supported_languages
     assert detected.language == engine.pipeline.detect_language(jfk[:N_SAMPLES])
@@ -144,8 +139,8 @@ def test_a_multilingual_model_detects_the_language_and_takes_any_it_knows(engine
 
 
 @pytest.mark.parametrize(("samples", "expected"), [
-    (np.zeros(16000, np.float32), False),
-    (np.full(16000, 0.9 / 32768, np.float32), False),
+    (np.zeros(SAMPLE_RATE, np.float32), False),
+    (np.full(SAMPLE_RATE, 0.9 / 32768, np.float32), False),
     (np.concatenate([np.zeros(999, np.float32), [np.float32(-1 / 32768)]]), True),
     (np.zeros(0, np.float32), False),
 ])
@@ -154,7 +149,7 @@ def test_signal_means_reaching_one_16_bit_step(samples, expected):
 
 
 def test_digital_silence_gets_stock_whisperxs_answer_without_the_vad_pass(engine, stock):
-    silence = np.zeros(16000 * 45, np.float32)
+    silence = np.zeros(SAMPLE_RATE * 45, np.float32)
     expected = stock.transcribe(silence, batch_size=BATCH_SIZE)
     got = engine.transcribe(silence, batch_size=BATCH_SIZE)
     assert expected["segments"] == [] and got.segments == []
@@ -178,6 +173,6 @@ def test_a_transcription_names_the_back_end_that_computed_its_features(settings,
     audio = decode_audio(one_file_per_corpus()[0].open("rb"))
     with Engine(settings, NamedTierRuntime(runtime, "npu-frame")) as engine_on_tier:
         assert engine_on_tier.transcribe(audio).mel_backend == "npu-frame"
-        silence = np.zeros(16_000, np.float32)
+        silence = np.zeros(SAMPLE_RATE, np.float32)
         assert engine_on_tier.transcribe(silence).mel_backend == "npu-frame"  # language detection
         assert engine_on_tier.transcribe(silence, language="en").mel_backend is None

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.app.service_helpers import clip, metric_samples, soundfile_duration
-from tests.app.test_busy_and_faults import BlockingEngine, metric, post, serve, wait_for
+from tests.app.service_helpers import metric_samples, metric_value, soundfile_duration
+from tests.app.test_busy_and_faults import BlockingEngine, post, serve, wait_for
+from tests.speech import clip
 
 QUEUED_SECONDS = 0.5
 
@@ -28,14 +29,14 @@ def test_queue_wait_is_its_own_series_and_not_in_the_realtime_factor():
         assert [first.result().status_code, second.result().status_code] == [200, 200]
         scraped = client.get("/metrics").text
 
-    assert metric(scraped, "amanuensis_queue_wait_seconds_count") == 2
-    assert metric(scraped, "amanuensis_queue_wait_seconds_sum") >= QUEUED_SECONDS
+    assert metric_value(scraped, "amanuensis_queue_wait_seconds_count") == 2
+    assert metric_value(scraped, "amanuensis_queue_wait_seconds_sum") >= QUEUED_SECONDS
     # 1 s of audio each. The first spent >= 0.5 s in the model (x-realtime <= 2); the second
     # spent its 0.5 s in the queue, which is not processing: its x-realtime is far above 2.
-    assert metric(scraped, "amanuensis_realtime_factor_count") == 2
-    assert metric(scraped, "amanuensis_realtime_factor_bucket", {"le": "2.0"}) == 1
-    assert metric(scraped, "amanuensis_processing_seconds_total") < \
-        metric(scraped, "amanuensis_request_duration_seconds_sum",
+    assert metric_value(scraped, "amanuensis_realtime_factor_count") == 2
+    assert metric_value(scraped, "amanuensis_realtime_factor_bucket", {"le": "2.0"}) == 1
+    assert metric_value(scraped, "amanuensis_processing_seconds_total") < \
+        metric_value(scraped, "amanuensis_request_duration_seconds_sum",
                {"endpoint": "/v1/audio/transcriptions"}) - QUEUED_SECONDS
 
 

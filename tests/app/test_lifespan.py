@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.service import create_app
 from app.settings import Settings
+from npu.audio_spec import SAMPLE_RATE
 from tests.synth_media import wav_pcm16
 
 
@@ -30,13 +31,13 @@ def test_shutdown_closes_the_runtime_and_the_model_threads(tiny_model_dir, monke
     with TestClient(app) as client:
         wait_until_loaded(client)
         assert client.get("/ready").status_code == 200
-        silence = wav_pcm16(np.zeros((1, 16000), np.float32), 16_000)
+        silence = wav_pcm16(np.zeros((1, SAMPLE_RATE), np.float32), SAMPLE_RATE)
         response = client.post("/transcribe", files={"file": ("s.wav", silence, "audio/wav")})
         assert response.status_code == 200, response.text
         assert model_threads()
         state = app.state.service
     assert not model_threads()
-    second = np.zeros(16000, np.float32)
+    second = np.zeros(SAMPLE_RATE, np.float32)
     with pytest.raises(RuntimeError, match="closed"):
         state.engine.transcribe(second)
     with pytest.raises(RuntimeError, match="closed"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.app.service_helpers import clip, metric_samples, soundfile_duration
+from tests.app.service_helpers import metric_samples, soundfile_duration
+from tests.speech import clip
 
 STAGES_WITHOUT_ALIGN = ("decode", "mel", "asr", "format")
 

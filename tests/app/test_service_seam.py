@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from app.service import create_app
 from app.settings import Settings
 from app.transcription.engine import Transcription
+from npu.audio_spec import SAMPLE_RATE
 from npu.runtime import UnifiedNPURuntime
 from tests.app.service_helpers import metric_samples_from_text
 from tests.app.test_busy_and_faults import UPLOAD, WAV
@@ -23,7 +24,8 @@ class ServedByEngine:
         self.backend = backend
 
     def transcribe(self, audio: np.ndarray, **options) -> Transcription:
-        return Transcription(language="en", duration=audio.size / 16_000, mel_backend=self.backend,
+        return Transcription(language="en", duration=audio.size / SAMPLE_RATE,
+                             mel_backend=self.backend,
                              segments=[{"id": 0, "start": 0.0, "end": 1.0, "text": " hi"}])
 
 
@@ -33,7 +35,7 @@ def test_handed_in_runtime_and_engine_serve_at_once_and_stay_the_callers():
                      engine=ServedByEngine("cpu"))
     with TestClient(app) as client:
         assert client.get("/ready").status_code == 200
-    features = runtime.process_audio_to_features(np.zeros(16_000, np.float32))  # not closed
+    features = runtime.process_audio_to_features(np.zeros(SAMPLE_RATE, np.float32))  # not closed
     assert features.shape == (80, 100)
     runtime.close()
 

@@ -13,6 +13,7 @@ import pytest
 
 from app.cli import main
 from npu import runtime as runtime_module
+from npu.audio_spec import HOP_LENGTH
 from npu.config import FrontEndConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ class WrongButPlausibleNpu:
         self.n_mels = config.n_mels
 
     def log_mel(self, audio, padding=0):
-        return np.full((self.n_mels, (audio.size + padding) // 160), 0.3, np.float32)
+        return np.full((self.n_mels, (audio.size + padding) // HOP_LENGTH), 0.3, np.float32)
 
     def close(self):
         pass

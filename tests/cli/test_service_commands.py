@@ -12,9 +12,9 @@ import pytest
 
 from app.cli import main
 from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE
-from tests.app.service_helpers import clip, soundfile_duration
+from tests.app.service_helpers import soundfile_duration
 from tests.conftest import REPO_ROOT
-from tests.speech import speech_utterances
+from tests.speech import clip, speech_utterances
 
 
 def test_tiny_model_writes_a_labelled_model(tmp_path, capsys):

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-# What the dashboard must show (issue 5), by the metric each view is computed from.
+# What the dashboard must show, by the metric each view is computed from.
 REQUIRED_METRICS = {
     "x-realtime": "amanuensis_realtime_factor",
     "throughput": "amanuensis_processing_seconds_total",

@@ -3,22 +3,21 @@ subprocess with the tiny model): promtool accepts its /metrics, a real Prometheu
 with the project's scrape config, and every dashboard query runs against that Prometheus.
 """
 
-import io
 import math
 import socket
 import subprocess
 import time
-import wave
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-SAMPLE_RATE = 16_000
+from npu.audio_spec import SAMPLE_RATE
+from tests.app.service_helpers import metric_samples_from_text
+from tests.synth_media import tone, wav_pcm16
+
 CLIP_SECONDS = 2.0
 TRANSCRIPTIONS = 3
 WAIT_SECONDS = 90  # deadline for Prometheus to catch up; a give-up point, not a speed claim
@@ -29,15 +28,7 @@ pytestmark = pytest.mark.slow
 
 def wav_clip(seconds: float = CLIP_SECONDS) -> bytes:
     """A 16 kHz mono 16-bit WAV of a quiet tone."""
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(samples.tobytes())
-    return buffer.getvalue()
+    return wav_pcm16(tone(seconds, SAMPLE_RATE), SAMPLE_RATE)
 
 
 def free_port() -> int:
@@ -54,9 +45,9 @@ def scrape(base_url: str) -> str:
 
 def samples(metrics_text: str, name: str) -> dict[frozenset, float]:
     """{label set: value} for every sample called ``name`` in an exposition."""
-    return {frozenset(s.labels.items()): s.value
-            for family in text_string_to_metric_families(metrics_text)
-            for s in family.samples if s.name == name}
+    return {frozenset(labels): value
+            for (sample_name, labels), value in metric_samples_from_text(metrics_text).items()
+            if sample_name == name}
 
 
 def transcribe_endpoint_label(metrics_text: str) -> str:

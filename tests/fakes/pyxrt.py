@@ -1,7 +1,7 @@
 """A strict fake of XRT's ``pyxrt`` for machines without an NPU.
 
 Put this folder on ``sys.path`` (or PYTHONPATH) and ``import pyxrt`` finds it. It enforces the
-sequence of docs npu-mel.md section 4 - xclbin registered before its context, kernel
+sequence real XRT needs - xclbin registered before its context, kernel
 ``MLIR_AIE``, opcode 3, the instruction BO cacheable in group_id(1) holding the xclbin's
 instruction words and synced to the device, data BOs host_only in group_id(3)/(4) with the
 configuration's sizes, inputs synced before the run, outputs synced before they are read, a

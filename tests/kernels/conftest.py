@@ -10,18 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli.kernels import SHARED_SPEECH, decode_16k_mono, speech_files
+from app.transcription.audio import decode_file
+from tests.speech import speech_files
 
 FAKES_DIR = Path(__file__).resolve().parents[1] / "fakes"
 
 
 @pytest.fixture(scope="session")
 def speech() -> dict[str, np.ndarray]:
-    """Every shared speech file decoded to 16 kHz mono float32; skips if the folder is absent."""
-    files = speech_files()
-    if not files:
-        pytest.skip(f"shared speech folder {SHARED_SPEECH} is absent")
-    return {path.name: decode_16k_mono(path) for path in files}
+    """Every shared speech file decoded to 16 kHz mono float32."""
+    return {path.name: decode_file(path) for path in speech_files()}
 
 
 @dataclass

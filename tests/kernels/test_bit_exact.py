@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app.cli.kernels import synthetic_signals
+from npu.audio_spec import N_FFT, SAMPLE_RATE
 from npu.kernel_files import MEL_CONFIG_HEADER
 from npu.kernel_lib import host_kernel
 from npu.mel import golden, host, tables
@@ -55,7 +56,8 @@ def test_filters_follow_librosa_and_whisper(n_mels):
     import whisperx.audio
 
     ours = slaney_filters(n_mels)
-    np.testing.assert_allclose(ours, librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels),
+    np.testing.assert_allclose(ours,
+                               librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels),
                                rtol=1e-5, atol=1e-9)
     assets = os.path.join(os.path.dirname(whisperx.audio.__file__), "assets", "mel_filters.npz")
     with np.load(assets) as stored:
@@ -66,7 +68,7 @@ def test_window_is_torch_periodic_hann():
     import torch
 
     config = tables.read_config()
-    expected = torch.hann_window(400).double().numpy() * 32768
+    expected = torch.hann_window(N_FFT).double().numpy() * 32768
     assert np.abs(tables.hann_q15(config) - expected).max() <= 1
 
 

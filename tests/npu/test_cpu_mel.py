@@ -10,8 +10,10 @@ import pytest
 import torch
 import whisperx.audio
 
+from app.transcription.audio import decode_file
+from npu.audio_spec import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE
 from npu.mel.cpu import CpuMelBackend, log_mel_spectrogram, mel_filters
-from tests.speech import decode_16k_mono, speech_files
+from tests.speech import speech_files
 
 TOLERANCE = 2e-5
 OURS_VS_EXACT = 1e-5
@@ -20,9 +22,10 @@ itself up to ~4.5e-5 from it on loud speech (jfk), so against WhisperX we can pr
 WhisperX's own error plus ours where that is larger; the tests print both."""
 rng = np.random.default_rng(1234)
 SYNTHETIC = {
-    "white_noise": (rng.standard_normal(16000 * 7 + 37) * 0.3).astype(np.float32),
-    "silence": np.zeros(16000 * 3, np.float32),
-    "square_full_scale": np.where(np.arange(16000 * 4) % 16 < 8, 1.0, -1.0).astype(np.float32),
+    "white_noise": (rng.standard_normal(SAMPLE_RATE * 7 + 37) * 0.3).astype(np.float32),
+    "silence": np.zeros(SAMPLE_RATE * 3, np.float32),
+    "square_full_scale": np.where(np.arange(SAMPLE_RATE * 4) % 16 < 8, 1.0,
+                                  -1.0).astype(np.float32),
 }
 
 
@@ -47,10 +50,11 @@ def assert_whisperx_exact(audio: np.ndarray, n_mels: int, padding: int) -> tuple
 def float64_features(audio: np.ndarray, n_mels: int, padding: int = 0) -> np.ndarray:
     """Whisper's maths in float64 with NumPy's own FFT and librosa's filters (a third opinion)."""
     x = np.pad(np.concatenate([audio.astype(np.float64), np.zeros(padding)]), 200, mode="reflect")
-    n_frames = (audio.size + padding) // 160
-    frames = np.lib.stride_tricks.sliding_window_view(x, 400)[::160][:n_frames]
+    n_frames = (audio.size + padding) // HOP_LENGTH
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP_LENGTH][:n_frames]
     power = np.abs(np.fft.rfft(frames * np.hanning(401)[:-1], axis=1)) ** 2
-    mel = librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels).astype(np.float64) @ power.T
+    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)
+    mel = filters.astype(np.float64) @ power.T
     log = np.log10(np.maximum(mel, 1e-10))
     return (np.maximum(log, log.max() - 8.0) + 4.0) / 4.0
 
@@ -59,21 +63,21 @@ def float64_features(audio: np.ndarray, n_mels: int, padding: int = 0) -> np.nda
 def test_filters_equal_librosa_and_whisperx_assets(n_mels):
     ours = mel_filters(n_mels)
     assert ours.dtype == np.float32 and ours.shape == (n_mels, 201)
-    np.testing.assert_allclose(ours, librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ours, librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels), rtol=0, atol=1e-7)
     shipped = whisperx.audio.mel_filters("cpu", n_mels).numpy()
     np.testing.assert_allclose(ours, shipped, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
-@pytest.mark.parametrize("padding", [0, 480000])
+@pytest.mark.parametrize("padding", [0, N_SAMPLES])
 def test_synthetic_signals_match_whisperx(name, n_mels, padding):
     assert_whisperx_exact(SYNTHETIC[name], n_mels, padding)
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_one_sample_padded_to_a_chunk_matches_whisperx(n_mels):
-    assert_whisperx_exact(np.array([0.25], np.float32), n_mels, 480000)
+    assert_whisperx_exact(np.array([0.25], np.float32), n_mels, N_SAMPLES)
 
 
 def test_too_short_for_reflect_padding_is_rejected_like_whisperx():
@@ -92,7 +96,7 @@ def test_bad_audio_shapes_and_types_are_rejected(bad):
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_audio_is_rejected(value):
-    audio = np.zeros(16000, np.float32)
+    audio = np.zeros(SAMPLE_RATE, np.float32)
     audio[5000] = value
     with pytest.raises(ValueError, match="finite"):
         log_mel_spectrogram(audio)
@@ -101,10 +105,10 @@ def test_non_finite_audio_is_rejected(value):
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("position", [5000, 300000, 16000 * 40 - 1])
+@pytest.mark.parametrize("position", [5000, 300000, SAMPLE_RATE * 40 - 1])
 def test_non_finite_sample_anywhere_in_long_audio_is_rejected(value, position):
     """A bad sample in any block (not only the first) must surface, on one thread and on two."""
-    audio = np.zeros(16000 * 40, np.float32)
+    audio = np.zeros(SAMPLE_RATE * 40, np.float32)
     audio[position] = value
     with pytest.raises(ValueError, match="finite"):
         log_mel_spectrogram(audio)
@@ -120,8 +124,8 @@ def test_unsupported_n_mels_is_rejected():
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_every_shared_speech_file(n_mels):
     for path in speech_files():
-        audio = decode_16k_mono(path)
-        for padding in (0, 480000):
+        audio = decode_file(path)
+        for padding in (0, N_SAMPLES):
             print(path.name, padding, end=" ")
             assert_whisperx_exact(audio, n_mels, padding)
 
@@ -129,14 +133,14 @@ def test_every_shared_speech_file(n_mels):
 def test_librosa_with_whispers_log_and_clamp_agrees():
     audio = SYNTHETIC["white_noise"]
     power = librosa.feature.melspectrogram(
-        y=audio, sr=16000, n_fft=400, hop_length=160, n_mels=80, pad_mode="reflect"
+        y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=80, pad_mode="reflect"
     )[:, :-1]
     log = np.log10(np.maximum(power, 1e-10))
     expected = (np.maximum(log, log.max() - 8.0) + 4.0) / 4.0
     assert np.abs(log_mel_spectrogram(audio) - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("n_samples", [201, 16000 * 5 + 123, 16000 * 40 + 7])
+@pytest.mark.parametrize("n_samples", [201, SAMPLE_RATE * 5 + 123, SAMPLE_RATE * 40 + 7])
 @pytest.mark.parametrize("workers", [2, 3])
 def test_threaded_backend_equals_single_thread_bit_for_bit(n_samples, workers):
     audio = (np.random.default_rng(n_samples).standard_normal(n_samples) * 0.2).astype(np.float32)
@@ -147,10 +151,10 @@ def test_threaded_backend_equals_single_thread_bit_for_bit(n_samples, workers):
 def test_close_stops_the_pool_and_later_calls_fail():
     before = {t.ident for t in threading.enumerate()}
     backend = CpuMelBackend(80, workers=2)
-    backend.log_mel(np.zeros(16000 * 20, np.float32) + 0.1)
+    backend.log_mel(np.zeros(SAMPLE_RATE * 20, np.float32) + 0.1)
     backend.close()
     backend.close()
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("cpu-mel")]
     assert leftover == []
     with pytest.raises(RuntimeError, match="closed"):
-        backend.log_mel(np.zeros(16000 * 20, np.float32))
+        backend.log_mel(np.zeros(SAMPLE_RATE * 20, np.float32))

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from npu import UnifiedNPURuntime
+from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from npu.backend import FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import log_mel_spectrogram
 
-AUDIO = (np.random.default_rng(7).standard_normal(16000 * 2 + 55) * 0.2).astype(np.float32)
+AUDIO = (np.random.default_rng(7).standard_normal(SAMPLE_RATE * 2 + 55) * 0.2).astype(np.float32)
 OPEN_REASONS = [
     FallbackReason.NO_DEVICE,
     FallbackReason.NO_XRT,
@@ -42,7 +43,7 @@ class FakeNpuBackend:
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         assert not self.closed, "called after close()"
         self.calls += 1
-        n_frames = (audio.size + padding) // 160
+        n_frames = (audio.size + padding) // HOP_LENGTH
         if self.mode == "run_failed":
             raise MelBackendError(FallbackReason.RUN_FAILED, "ERT_CMD_STATE_ERROR")
         if self.mode == "crash":
@@ -205,14 +206,14 @@ def test_each_reason_is_logged_once_but_counted_every_time(caplog):
 
 
 def test_metrics_count_exactly_and_reset():
-    lengths = [16000, 16000 * 3 + 17, 480000]
+    lengths = [SAMPLE_RATE, SAMPLE_RATE * 3 + 17, N_SAMPLES]
     with UnifiedNPURuntime(enable_mel=False) as rt:
         for n in lengths:
-            rt.process_audio_to_features(AUDIO[:1].repeat(n) + 0.1, padding=160)
+            rt.process_audio_to_features(AUDIO[:1].repeat(n) + 0.1, padding=HOP_LENGTH)
         cpu = rt.get_performance_metrics()["backends"]["cpu"]
         assert cpu["calls"] == 3
-        assert cpu["frames"] == sum((n + 160) // 160 for n in lengths)
-        assert cpu["audio_seconds"] == pytest.approx(sum(lengths) / 16000, abs=1e-12)
+        assert cpu["frames"] == sum((n + HOP_LENGTH) // HOP_LENGTH for n in lengths)
+        assert cpu["audio_seconds"] == pytest.approx(sum(lengths) / SAMPLE_RATE, abs=1e-12)
         assert cpu["compute_seconds"] > 0
         assert cpu["x_realtime"] == pytest.approx(cpu["audio_seconds"] / cpu["compute_seconds"])
         rt.reset_metrics()
@@ -222,7 +223,7 @@ def test_metrics_count_exactly_and_reset():
 
 
 def test_eight_threads_get_correct_features_and_exact_totals():
-    lengths = [16000 * (1 + i % 4) + 31 * i for i in range(8)]
+    lengths = [SAMPLE_RATE * (1 + i % 4) + 31 * i for i in range(8)]
     signals = [(np.random.default_rng(i).standard_normal(n) * 0.1).astype(np.float32) for i, n in enumerate(lengths)]
     expected = [log_mel_spectrogram(s) for s in signals]
     errors = []
@@ -243,8 +244,8 @@ def test_eight_threads_get_correct_features_and_exact_totals():
         cpu = rt.get_performance_metrics()["backends"]["cpu"]
     assert errors == []
     assert cpu["calls"] == 80
-    assert cpu["frames"] == 10 * sum(n // 160 for n in lengths)
-    assert cpu["audio_seconds"] == pytest.approx(10 * sum(lengths) / 16000, abs=1e-9)
+    assert cpu["frames"] == 10 * sum(n // HOP_LENGTH for n in lengths)
+    assert cpu["audio_seconds"] == pytest.approx(10 * sum(lengths) / SAMPLE_RATE, abs=1e-9)
 
 
 def test_eight_threads_hitting_a_failing_tier_count_one_fallback():
@@ -272,9 +273,9 @@ def test_eight_threads_hitting_a_failing_tier_count_one_fallback():
 def test_bad_input_is_a_clear_error_not_a_fallback():
     with UnifiedNPURuntime(backend_factories=[Tier("npu-batch").pair()]) as rt:
         with pytest.raises(ValueError, match="finite"):
-            rt.process_audio_to_features(np.full(16000, np.nan, np.float32))
+            rt.process_audio_to_features(np.full(SAMPLE_RATE, np.nan, np.float32))
         with pytest.raises(ValueError, match="1-D"):
-            rt.process_audio_to_features(np.zeros((2, 16000), np.float32))
+            rt.process_audio_to_features(np.zeros((2, SAMPLE_RATE), np.float32))
         with pytest.raises(ValueError, match="padding"):
             rt.process_audio_to_features(AUDIO, padding=-1)
         assert rt.mel_backend_name == "npu-batch" and fallbacks(rt) == {}
