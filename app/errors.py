@@ -26,6 +26,7 @@ ERROR_TYPES = {
     504: "timeout_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -37,12 +38,15 @@ ERROR_TYPES = {
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a bad field value, empty audio or no audio stream",
     401: "Missing or wrong API key (only when AMANUENSIS_API_KEY is set)",
+    404: "No such job (never submitted, deleted, or past its retention time)",
+    409: "The job has not succeeded (yet): queued, running, failed or cancelled",
     413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES, refused before it is read",
     415: "The upload is not audio that can be decoded",
     422: "Word timestamps asked for but the alignment model cannot be loaded",
     429: "Every transcription slot is busy and the queue is full; see Retry-After",
     500: "Unexpected error inside the service",
-    503: "The model is not loaded (yet, or it failed to load: the message says why)",
+    503: "The model is not loaded (yet, or it failed to load: the message says why), or the "
+         "job store, records or broker are unavailable",
     504: "The request's deadline passed before its transcription finished",
 }
 

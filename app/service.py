@@ -18,11 +18,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.api import monitoring, transcriptions
+from app.api import jobs, monitoring, transcriptions
 from app.api.limits import UploadLimit
 from app.api.request_metrics import RequestMetrics
 from app.api.security import api_key_dependency, install_cors
 from app.errors import install_error_handlers
+from app.jobs.service import JobService
 from app.settings import Settings
 from app.state import ServiceState
 from app.transcription.engine import Engine, model_n_mels
@@ -101,9 +102,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load",
                                   daemon=True)
         loader.start()
+    state.jobs = JobService(state.settings, lambda: state.engine, state.metrics.registry)
+    state.jobs.start()
     try:
         yield
     finally:
+        state.jobs.close()
         if loader is not None:
             loader.join()
         state.admission.close()
@@ -128,7 +132,7 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     if engine is not None:
         app.state.service.problem = None
     app.state.endpoints = frozenset(
-        route.path for routes in (transcriptions.router, monitoring.router)
+        route.path for routes in (transcriptions.router, jobs.router, monitoring.router)
         for route in routes.routes
     )
     install_error_handlers(app)
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     require_key = [Depends(api_key_dependency(api_key))]
     app.include_router(transcriptions.router, dependencies=require_key)
+    app.include_router(jobs.router, dependencies=require_key)
     app.include_router(monitoring.router,
                        dependencies=require_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)

@@ -105,6 +105,13 @@ async def transcribe(
     return _finish(state, transcription, clock, render)
 
 
+def check_granularities(granularities: list[str]) -> None:
+    unknown = sorted(set(granularities) - {"word", "segment"})
+    if unknown:
+        raise InvalidRequest(f"timestamp_granularities must be 'word' or 'segment', not {unknown}",
+                             param="timestamp_granularities")
+
+
 async def _openai(
     state: ServiceState,
     request: Request,
@@ -116,10 +123,7 @@ async def _openai(
     response_format: ResponseFormat,
     granularities: list[str],
 ) -> Response:
-    unknown = sorted(set(granularities) - {"word", "segment"})
-    if unknown:
-        raise InvalidRequest(f"timestamp_granularities must be 'word' or 'segment', not {unknown}",
-                             param="timestamp_granularities")
+    check_granularities(granularities)
     words = "word" in granularities
     if words and response_format != "verbose_json":
         raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
