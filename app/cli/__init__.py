@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "bench_mel", "doctor", "kernels", "serve", "transcribe", "tiny", "bench_serve", "bench_load"
+    "bench_mel", "doctor", "kernels", "serve", "transcribe", "tiny", "bench_serve", "bench_load",
+    "worker", "jobs",
 )
 
 

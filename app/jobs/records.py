@@ -57,6 +57,8 @@ class JobRow(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, index=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    """``host:pid`` of the process running (or that last ran) the job."""
     duration_seconds: Mapped[float] = mapped_column(Float)
     progress_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     options: Mapped[dict] = mapped_column(JSON)
@@ -78,6 +80,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     attempts: int
+    worker: str | None
     duration_seconds: float
     progress_seconds: float
     options: dict
@@ -105,6 +108,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "attempts": self.attempts,
+            "worker": self.worker,
             "filename": self.filename,
             "progress": {"audio_seconds": round(self.progress_seconds, 3),
                          "total_seconds": round(self.duration_seconds, 3)},
@@ -200,7 +204,7 @@ class JobRecords:
         with self._session() as session:
             return int(session.scalar(query))
 
-    def claim(self, job_id: str, *, stale_before: float) -> Job | None:
+    def claim(self, job_id: str, *, stale_before: float, worker: str) -> Job | None:
         """Mark the job running for this caller: a queued one, or a running one whose worker
         has not reported since ``stale_before`` (it died). ``None`` when someone else has it or
         it is finished."""
@@ -213,7 +217,7 @@ class JobRecords:
                        | ((JobRow.status == JobStatus.RUNNING.value)
                           & (JobRow.heartbeat_at < stale_before)))
                 .values(status=JobStatus.RUNNING.value, started_at=now, heartbeat_at=now,
-                        attempts=JobRow.attempts + 1, progress_seconds=0.0))
+                        worker=worker, attempts=JobRow.attempts + 1, progress_seconds=0.0))
             if result.rowcount != 1:
                 return None
             return Job.from_row(session.get(JobRow, job_id))
@@ -262,6 +266,13 @@ class JobRecords:
             if result.rowcount != 1:
                 return None
             return Job.from_row(session.get(JobRow, job_id))
+
+    def record_stop(self, job_id: str, attempt: int, progress_seconds: float) -> None:
+        """How far a cancelled attempt got before it stopped."""
+        with self._session() as session:
+            session.execute(update(JobRow).where(
+                JobRow.id == job_id, JobRow.status == JobStatus.CANCELLED.value,
+                JobRow.attempts == attempt).values(progress_seconds=progress_seconds))
 
     def cancel(self, job_id: str) -> bool:
         return self._update(job_id, ACTIVE, status=JobStatus.CANCELLED.value,

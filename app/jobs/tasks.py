@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +45,10 @@ class RunOutcome(str, Enum):
 
 class JobStopped(Exception):
     """Raised from the progress callback: the job was cancelled, or this process is stopping."""
+
+    def __init__(self, job_id: str, audio_seconds: float) -> None:
+        super().__init__(job_id)
+        self.audio_seconds = audio_seconds
 
 
 @dataclass
@@ -81,7 +87,8 @@ def transcription_from_json(data: bytes) -> Transcription:
 
 def run_job(job_id: str, context: JobContext) -> RunOutcome:
     """Run job ``job_id`` to its end unless it is not this caller's to run."""
-    job = context.records.claim(job_id, stale_before=context.stale_before())
+    job = context.records.claim(job_id, stale_before=context.stale_before(),
+                                worker=f"{socket.gethostname()}:{os.getpid()}")
     if job is None:
         current = context.records.get(job_id)
         if current is None:
@@ -91,9 +98,12 @@ def run_job(job_id: str, context: JobContext) -> RunOutcome:
     with _Heartbeat(context, job):
         try:
             ended = _transcribe(job, context)
-        except JobStopped:
+        except JobStopped as stopped:
             if context.stopping.is_set():
                 return RunOutcome.INTERRUPTED
+            logger.info("job %s cancelled at %.1f of %.1f audio seconds", job_id,
+                        stopped.audio_seconds, job.duration_seconds)
+            context.records.record_stop(job_id, job.attempts, stopped.audio_seconds)
             context.files.delete_job(job_id)
             return RunOutcome.RAN
         except APIError as error:
@@ -117,9 +127,10 @@ def _transcribe(job: Job, context: JobContext) -> Job | None:
     duration = job.duration_seconds
 
     def progress(percent: float) -> None:
-        status = context.records.report(job.id, job.attempts, duration * min(percent, 100) / 100)
+        done = duration * min(percent, 100) / 100
+        status = context.records.report(job.id, job.attempts, done)
         if status != JobStatus.RUNNING.value or context.stopping.is_set():
-            raise JobStopped(job.id)
+            raise JobStopped(job.id, done)
 
     progress(0.0)
     options = job.options
