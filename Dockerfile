@@ -33,8 +33,8 @@ FROM python:3.11-slim AS runtime
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
  && useradd --system --create-home --uid 10001 --gid 10001 amanuensis \
- && mkdir -p /cache \
- && chown 10001:10001 /cache
+ && mkdir -p /cache /data \
+ && chown 10001:10001 /cache /data
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/amanuensis /opt/amanuensis

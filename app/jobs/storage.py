@@ -1,6 +1,7 @@
 """Job audio and results: a directory by default, an S3-compatible bucket (boto3) for several
 machines. Both write whole objects or nothing: the directory through a temporary file renamed
 into place, S3 by its single-request ``PUT``. Any failure of the store is a :class:`StoreError`.
+A missing bucket is created on the first write.
 """
 
 from __future__ import annotations
@@ -94,8 +95,16 @@ class S3Files:
             raise StoreError(f"S3 store {self.bucket!r} could not {what}: {error}") from error
 
     def put(self, job_id: str, name: str, data: bytes) -> None:
-        self._call("store the file", self.client.put_object, Key=self._key(job_id, name),
-                   Body=data)
+        store = lambda: self._call("store the file", self.client.put_object,
+                                   Key=self._key(job_id, name), Body=data)
+        try:
+            store()
+        except StoreError as error:
+            if getattr(error.__cause__, "response", {}).get("Error", {}).get("Code") != \
+                    "NoSuchBucket":
+                raise
+            self._call("create its bucket", self.client.create_bucket)
+            store()
 
     def get(self, job_id: str, name: str) -> bytes:
         answer = self._call("read the file", self.client.get_object, Key=self._key(job_id, name))

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, ServiceProcess, _free_port
+from tests.conftest import REPO_ROOT, _free_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT_S = 60
@@ -74,10 +75,12 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     require((POSTGRES_BIN / "initdb").is_file(),
             "PostgreSQL is not installed (scripts/install-system-packages.sh)")
-    folder = tmp_path_factory.mktemp("postgres")
+    # Not under pytest's temporary directory: that is private to root, and the server runs as
+    # the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="amanuensis-postgres-"))
     data = folder / "data"
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
@@ -95,7 +98,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _wait_for_port(port, process, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while subprocess.run([str(POSTGRES_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                         capture_output=True).returncode != 0:
+                         capture_output=True, check=False).returncode != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(log.read_text())
         time.sleep(0.1)
@@ -103,6 +106,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     "amanuensis", "jobs"], check=True, capture_output=True)
     yield f"postgresql+psycopg://amanuensis@127.0.0.1:{port}/jobs"
     _stop(process)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -183,4 +187,3 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
-__all__ = ["ServiceProcess", "WorkerProcess", "S3Server", "require"]

@@ -22,6 +22,7 @@ from tests.jobs.helpers import (
 from tests.speech import SPEECH_DIR
 
 JFK = SPEECH_DIR / "jfk" / "jfk.flac"
+JFK_TEXT = (SPEECH_DIR / "jfk" / "jfk.txt").read_text() if JFK.is_file() else ""
 CHUNK_SECONDS = 30.0
 """The most audio one chunk holds (WhisperX merges VAD segments up to Whisper's 30 s window)."""
 pytestmark = pytest.mark.slow
@@ -46,10 +47,10 @@ def test_job_round_trip_in_every_format(start_service, tmp_path):
     assert done["progress"]["audio_seconds"] == done["progress"]["total_seconds"]
     assert abs(done["progress"]["total_seconds"] - 11.0) < 0.1
 
-    result = lambda fmt: httpx.get(f"{server.base_url}/v1/jobs/{job['id']}/result",  # noqa: E731
+    result = lambda fmt: httpx.get(f"{server.base_url}/v1/jobs/{job['id']}/result",
                                    params={"response_format": fmt}, timeout=30)
     text = result("json").json()["text"]
-    assert word_error_rate((JFK.parent / "jfk.txt").read_text(), text) < 0.15
+    assert word_error_rate(JFK_TEXT, text) < 0.15
     assert result("text").text.strip() == text
     assert result("srt").text.startswith("1\n00:00:")
     assert result("vtt").text.startswith("WEBVTT")
@@ -73,11 +74,9 @@ def test_restart_with_jobs_queued_and_one_running(start_service, tmp_path):
     """SIGKILL the service mid-job: the next process on the same data directory runs every job
     to its end, the interrupted one again from the start; none lost, none twice."""
     data_dir = tmp_path / "data"
-    speech = tmp_path / "speech.flac"
-    reference = long_speech(speech, clips=6)
     first = _service(start_service, data_dir)
-    submitted = [submit(first.base_url, speech) for _ in range(3)]
-    wait_for_job(first.base_url, submitted[0]["id"], running_with_progress)
+    submitted = [submit(first.base_url, JFK) for _ in range(3)]
+    wait_for_job(first.base_url, submitted[0]["id"], lambda job: job["status"] == "running")
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait()
 
@@ -89,12 +88,12 @@ def test_restart_with_jobs_queued_and_one_running(start_service, tmp_path):
     assert sorted(job["id"] for job in listed) == sorted(job["id"] for job in submitted)
     for job in submitted:
         text = httpx.get(f"{second.base_url}/v1/jobs/{job['id']}/result").json()["text"]
-        assert word_error_rate(reference, text) < 0.2
+        assert word_error_rate(JFK_TEXT, text) < 0.15
 
 
 def test_cancel_while_running_stops_within_a_chunk(start_service, tmp_path):
     speech = tmp_path / "speech.flac"
-    long_speech(speech, clips=20)
+    long_speech(speech, clips=10)
     server = _service(start_service, tmp_path / "data")
     job = submit(server.base_url, speech)
     running = wait_for_job(server.base_url, job["id"], running_with_progress)
