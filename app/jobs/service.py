@@ -84,12 +84,12 @@ class JobService:
         self.context = job_context(settings, engine, registry)
         self.records, self.files = self.context.records, self.context.files
         registry.register(QueueCollector(self.records.counts))
-        self._celery = None
+        self.celery = None
         self._executor = None
         if settings.broker_url:
             from app.jobs.celery_app import make_celery
 
-            self._celery = make_celery(settings)
+            self.celery = make_celery(settings)
         else:
             self._executor = EmbeddedExecutor(self.context, settings.job_workers)
         self._sweeper_stop = threading.Event()
@@ -158,7 +158,7 @@ class JobService:
         from app.jobs.celery_app import RUN_JOB_TASK
 
         try:
-            self._celery.send_task(RUN_JOB_TASK, args=[job_id])
+            self.celery.send_task(RUN_JOB_TASK, args=[job_id])
         except Exception as error:  # kombu raises many kinds; all mean "down"
             raise JobStoreUnavailable(f"the job broker is unavailable: {error}") from error
 
