@@ -3,13 +3,17 @@ and files under its data directory, jobs run by the service itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.jobs.helpers import (
     finished,
     long_speech,
@@ -30,6 +34,14 @@ pytestmark = pytest.mark.slow
 
 def _service(start_service, data_dir: Path, **extra: str):
     return start_service({**real_model_env(), "AMANUENSIS_DATA_DIR": str(data_dir), **extra})
+
+
+def _cli(server, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())", *args[:1],
+         "--url", server.base_url, *args[1:]],
+        capture_output=True, text=True, check=check, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
 def test_job_round_trip_in_every_format(start_service, tmp_path):
@@ -63,6 +75,18 @@ def test_job_round_trip_in_every_format(start_service, tmp_path):
 
     listed = httpx.get(f"{server.base_url}/v1/jobs", params={"status": "succeeded"}).json()
     assert [entry["id"] for entry in listed["data"]] == [job["id"]]
+
+    assert _cli(server, "jobs", "result", job["id"], "--format", "srt").stdout == \
+        result("srt").text
+    status = json.loads(_cli(server, "jobs", "status", job["id"]).stdout)
+    assert (status["id"], status["status"]) == (job["id"], "succeeded")
+    missing = _cli(server, "jobs", "status", "job_missing", check=False)
+    assert missing.returncode == 1 and "404" in missing.stderr
+    submitted = _cli(server, "jobs", "submit", str(JFK), "--wait")
+    second_id = submitted.stdout.strip()
+    assert httpx.get(f"{server.base_url}/v1/jobs/{second_id}").json()["status"] == "succeeded"
+    assert "100%" in submitted.stderr
+    httpx.delete(f"{server.base_url}/v1/jobs/{second_id}")
     files = tmp_path / "data" / "files" / job["id"]
     assert sorted(p.name for p in files.iterdir()) == ["audio", "result.json"]
     assert httpx.delete(f"{server.base_url}/v1/jobs/{job['id']}").status_code == 200
