@@ -144,11 +144,11 @@ def run(args: argparse.Namespace) -> int:
 
     from app.jobs.service import JobService
     from app.settings import Settings
-    from app.transcription.audio import decode_audio, duration_seconds
+    from app.transcription.audio import measure_audio
 
     data = args.audio.read_bytes()
     with args.audio.open("rb") as source:
-        audio_seconds = duration_seconds(decode_audio(source))
+        audio_seconds = measure_audio(source)
     folder = Path(tempfile.mkdtemp(prefix="amanuensis-bench-jobs-"))
     owned: list[subprocess.Popen] = []
     try:

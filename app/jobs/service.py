@@ -24,7 +24,7 @@ from app.jobs.records import ACTIVE, Job, JobRecords, JobStatus
 from app.jobs.storage import AUDIO, RESULT, JobFiles, StoreError, open_files
 from app.jobs.tasks import JobContext, sweep_expired, transcription_from_json
 from app.settings import Settings
-from app.transcription.audio import decode_audio, duration_seconds
+from app.transcription.audio import measure_audio
 from app.transcription.engine import Engine, Transcription
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class JobService:
     def submit(self, data: bytes, *, filename: str | None, options: dict,
                callback_url: str | None) -> Job:
         """Decode-check, store, record and dispatch one job (blocking: call off the loop)."""
-        duration = duration_seconds(decode_audio(io.BytesIO(data)))
+        duration = measure_audio(io.BytesIO(data))
         if duration > self.settings.job_max_audio_seconds:
             raise AudioTooLong(f"the audio lasts {duration:.0f} s; jobs accept at most "
                                f"{self.settings.job_max_audio_seconds:.0f} s "

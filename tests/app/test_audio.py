@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.errors import EmptyAudio, UnsupportedMedia
-from app.transcription.audio import decode_audio
+from app.transcription.audio import decode_audio, measure_audio
 from tests.app.service_helpers import sine_file, video_only_file
 
 
@@ -50,3 +50,15 @@ def test_undecodable_is_415():
     with pytest.raises(UnsupportedMedia) as caught:
         decode_audio(io.BytesIO(b"this is not audio at all " * 100))
     assert caught.value.status_code == 415
+
+
+@pytest.mark.parametrize(("container", "codec", "seconds"), [("wav", "pcm_s16le", 2.5),
+                                                            ("ogg", "libopus", 1.0)])
+def test_measure_agrees_with_decode_and_refuses_the_same(container, codec, seconds):
+    data = sine_file(container, codec, rate=48000, seconds=seconds)
+    assert measure_audio(io.BytesIO(data)) == decode_audio(io.BytesIO(data)).shape[0] / 16000
+    assert abs(measure_audio(io.BytesIO(data)) - seconds) < 0.05
+    with pytest.raises(UnsupportedMedia):
+        measure_audio(io.BytesIO(b"not audio at all"))
+    with pytest.raises(EmptyAudio):
+        measure_audio(io.BytesIO(b""))

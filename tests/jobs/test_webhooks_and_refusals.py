@@ -200,3 +200,21 @@ def test_s3_store_down_at_submit_is_503_and_leaves_nothing(tiny_model_dir, tmp_p
         assert response.json()["error"]["code"] == "job_store_unavailable"
         assert client.get("/v1/jobs").json()["data"] == []
         assert client.get("/health").status_code == 200
+
+
+def test_refusals_in_the_error_shape(tiny_model_dir, tmp_path):
+    settings = _settings(tiny_model_dir, tmp_path, job_max_audio_seconds=0.5, api_key="k")
+    with TestClient(create_app(settings)) as client:
+        tone = sine_file("wav", "pcm_s16le", seconds=1.0)
+        unauthenticated = client.post("/v1/jobs", files={"file": ("a.wav", tone)})
+        assert unauthenticated.status_code == 401
+        client.headers["Authorization"] = "Bearer k"
+        too_long = client.post("/v1/jobs", files={"file": ("a.wav", tone)})
+        assert too_long.status_code == 413
+        assert too_long.json()["error"]["code"] == "audio_too_long"
+        empty = client.post("/v1/jobs", files={"file": ("a.wav", b"")})
+        assert (empty.status_code, empty.json()["error"]["code"]) == (400, "empty_audio")
+        assert client.get("/v1/jobs/job_none/result").status_code == 404
+        assert client.get("/v1/jobs", params={"status": "lost"}).status_code == 400
+        assert client.get("/v1/jobs").json()["data"] == []
+        assert not (tmp_path / "files").exists() or not list((tmp_path / "files").iterdir())
