@@ -78,15 +78,15 @@ def _follow(client, job_id: str) -> str:
     """Show a progress bar of the job's audio seconds until it ends; its final status."""
     from tqdm import tqdm
 
-    with tqdm(desc=job_id, unit="s", file=sys.stderr,
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    with tqdm(desc=job_id, total=job["progress"]["total_seconds"], unit="s", file=sys.stderr,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s") as bar:
         while True:
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            bar.total = job["progress"]["total_seconds"]
             bar.update(job["progress"]["audio_seconds"] - bar.n)
             if job["status"] not in ("queued", "running"):
                 break
             time.sleep(POLL_SECONDS)
+            job = client.get(f"/v1/jobs/{job_id}").json()
     if job["status"] != "succeeded":
         print(f"{job_id}: {job['status']} {job.get('error') or ''}".rstrip(), file=sys.stderr)
     return job["status"]
