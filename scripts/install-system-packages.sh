@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite uses, when this is root on a Debian machine.
 # Missing packages are not fatal: the tests that need them skip and print why.
 set -u
-packages=(g++ make prometheus docker-compose)
+packages=(g++ make prometheus docker-compose redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
