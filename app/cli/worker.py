@@ -8,6 +8,7 @@ with an NPU computes its features there (the runtime chooses, as in the service)
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(commands, bench) -> None:
@@ -24,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
     settings = Settings()
+    if not settings.broker_url:
+        print("amanuensis worker needs AMANUENSIS_BROKER_URL (e.g. redis://host:6379/0), and the "
+              "service's AMANUENSIS_DATABASE_URL and AMANUENSIS_STORAGE_URL", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     celery = make_celery(settings)
