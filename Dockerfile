@@ -1,34 +1,38 @@
-# Amanuensis service image: CPU inference by default; the NPU variant (docker-compose.npu.yml)
-# adds the host's XRT, the accelerator device and the built kernels at run time.
+# Amanuensis service image: CPU inference with the bundled default model; the NPU variant
+# (docker-compose.npu.yml) adds the host's XRT, the accelerator device and the built kernels at
+# run time.
+#
+# BASE_IMAGE: any Debian-based image with Python 3.11 and its venv module (Debian 12's own
+# python3 and python3-venv will do, which is how the tests build it without a registry).
+# Optional build secret `ca_bundle`: a CA bundle for pip, for builds behind a TLS-intercepting
+# proxy (`docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt .`).
+ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build: a virtual environment in /opt/venv, the project in /opt/amanuensis ---------------
-FROM python:3.11-slim AS build
+# ---- requirements: the project's runtime requirements, as listed in pyproject.toml -----------
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# ---- the image: the pinned dependency set in /opt/venv, then the project itself -----------
+# One stage: copying an 8 GB environment from a build stage would cost more than it saves.
+FROM ${BASE_IMAGE}
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     PATH=/opt/venv/bin:$PATH
 
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 
-# WhisperX 3.8.6 pins torch~=2.8.0, torchaudio~=2.8.0, torchvision~=0.23.0. Installing the CPU
-# builds of exactly those first satisfies the pins, so the project install below keeps them
-# instead of pulling the CUDA builds (several GB the image does not need).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "$TORCH_INDEX_URL" \
-        torch==2.8.0 torchaudio==2.8.0 torchvision==0.23.0
-
-# The project is installed editable from /opt/amanuensis, kept at the same path in the runtime
-# stage: the NPU host code reads the kernel's size header (kernels/mel/) relative to npu/.
-WORKDIR /opt/amanuensis
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY npu ./npu
-COPY kernels ./kernels
-RUN pip install -e . \
- && python -c "import torch; assert not torch.version.cuda, torch.__version__"
-
-# ---- runtime: both of those, run by a non-root user --------------------------------------------
-FROM python:3.11-slim AS runtime
+WORKDIR /src
+# The dependency layer: those requirements under constraints.txt, the set `make install`
+# installs. It is rebuilt only when the requirements or the pins change (not on any other edit
+# of pyproject.toml: the copied list is compared by content).
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements.txt ./
+RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install -c constraints.txt -r requirements.txt
 
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
@@ -36,26 +40,32 @@ RUN groupadd --system --gid 10001 amanuensis \
  && mkdir -p /cache /data \
  && chown 10001:10001 /cache /data
 
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/amanuensis /opt/amanuensis
+# The project itself, without dependencies (all installed above): a regular install, so the
+# kernel header and sources come from the package data, as from any installed wheel.
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY npu ./npu
+COPY kernels ./kernels
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install --no-deps --no-cache-dir . \
+ && pip check \
+ && rm -rf /src/*
 
-# /cache holds every downloaded model (faster-whisper and alignment models through the Hugging
-# Face hub, torchaudio pipelines through torch.hub), so a volume there survives restarts.
-# The working directory is the repository layout, so the default kernel directory
-# (kernels/build) is /opt/amanuensis/kernels/build: the NPU variant mounts the kernels there.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
+# /cache holds every model downloaded on use (a named AMANUENSIS_MODEL, alignment models), so a
+# volume there survives restarts; the default model is inside the image.
+ENV PYTHONUNBUFFERED=1 \
     XDG_CACHE_HOME=/cache \
     HF_HOME=/cache/huggingface \
     TORCH_HOME=/cache/torch
 
 VOLUME ["/cache"]
-WORKDIR /opt/amanuensis
+WORKDIR /home/amanuensis
 USER 10001:10001
 EXPOSE 8000
 
 # Liveness only: /health answers while the model is still loading (readiness is /ready).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('AMANUENSIS_PORT', '8000'), timeout=4)"]
 
-CMD ["uvicorn", "--factory", "app.service:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["amanuensis", "serve"]

@@ -6,11 +6,17 @@ the event loop and ``/health``, ``/ready`` and ``/metrics`` never queue behind i
 ``max_queue`` requests wait, first come first served; beyond that a request is refused at once
 (429 with ``Retry-After``) instead of piling up.
 
-Each request gets one deadline, counted from admission and scaled with its audio duration; the
-wait in the queue counts against it. Past the deadline the client gets a 504 in the API's error
-shape. A thread cannot be interrupted, so a run that outlives its deadline (or its client) keeps
-its slot until it actually ends: the number of busy threads never exceeds the limit. A request
-whose client hangs up while it is queued leaves the queue and never starts.
+Each request gets one deadline, counted from its arrival at :meth:`AdmissionController.admit`
+and scaled with its audio duration; the wait in the queue counts against it. Past the deadline
+the client gets a 504 in the API's error shape. A request whose client hangs up while it is
+queued leaves the queue and never starts; one whose client hangs up while it runs is answered
+499 (nobody reads it).
+
+A thread cannot be interrupted, so work is asked to stop instead: :meth:`Slot.should_stop` turns
+true once the deadline has passed or the request has been given up, and the work checks it
+between steps (the decoder between frames, the engine between 30 s chunks) and ends by raising
+:class:`~app.errors.WorkStopped`. Until the thread actually ends its slot stays held, so the
+number of busy threads never exceeds the limit.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +35,7 @@ from typing import NoReturn, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from app.errors import APIError
+from app.errors import APIError, WorkStopped
 
 T = TypeVar("T")
 
@@ -144,15 +151,16 @@ class AdmissionController:
     ) -> AsyncIterator[Slot]:
         """Hold one slot for the ``async with`` block; its work goes through :meth:`Slot.run`.
 
-        The deadline starts now, with the allowance for ``audio_seconds``; a request that only
-        learns its duration by decoding inside the slot adds it with :meth:`Slot.allow_for_audio`.
+        The deadline starts now, with the allowance for ``audio_seconds``, and keeps running
+        while the request waits in the queue; a request that only learns its duration by
+        decoding inside the slot adds it with :meth:`Slot.allow_for_audio`.
         Raises :class:`QueueFull`, :class:`DeadlineExceeded` (still queued at the deadline) or
-        :class:`ClientDisconnected` (``is_disconnected`` said so before the slot was used).
+        :class:`ClientDisconnected` (``is_disconnected`` said so while it was queued).
         """
-        loop = asyncio.get_running_loop()
+        arrived_at = time.monotonic()
         deadline = self.limits.deadline_seconds(audio_seconds)
-        await self._acquire(loop.time() + deadline, deadline, is_disconnected)
-        slot = Slot(self, deadline)
+        await self._acquire(arrived_at + deadline, deadline, is_disconnected)
+        slot = Slot(self, arrived_at, deadline, is_disconnected)
         try:
             yield slot
         finally:
@@ -208,9 +216,8 @@ class AdmissionController:
         deadline: float,
         is_disconnected: DisconnectProbe | None,
     ) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            remaining = expires_at - loop.time()
+            remaining = expires_at - time.monotonic()
             if remaining <= 0:
                 self._count(RejectReason.DEADLINE_EXCEEDED)
                 raise DeadlineExceeded(
@@ -253,16 +260,22 @@ class Slot:
     """One admitted request's right to run model work, one call at a time, until its deadline.
 
     The slot is given back when the ``async with`` block ends, or, if a run outlived the block
-    (deadline passed, client gone, task cancelled), when that run's thread finishes.
+    (deadline passed, client gone, task cancelled), when that run's thread finishes; such a run
+    sees :meth:`should_stop` true and is expected to end early.
     """
 
-    def __init__(self, controller: AdmissionController, deadline: float) -> None:
+    def __init__(self, controller: AdmissionController, arrived_at: float, deadline: float,
+                 is_disconnected: DisconnectProbe | None) -> None:
         self._controller = controller
         self._loop = asyncio.get_running_loop()
-        self._granted_at = self._loop.time()
+        self._granted_at = time.monotonic()
+        self.queue_wait_seconds = self._granted_at - arrived_at
+        """How long the request waited for this slot."""
         self.deadline_seconds = deadline
-        self._expires_at = self._granted_at + deadline
+        self._expires_at = arrived_at + deadline
+        self._is_disconnected = is_disconnected
         self._pending: asyncio.Future | None = None
+        self._given_up = False
         self._closed = False
 
     def allow_for_audio(self, audio_seconds: float) -> None:
@@ -271,23 +284,44 @@ class Slot:
         self.deadline_seconds += extra
         self._expires_at += extra
 
+    def should_stop(self) -> bool:
+        """Whether work in this slot should stop now: its deadline has passed or its request was
+        given up (client gone, task cancelled). Safe to call from the work's thread."""
+        return self._given_up or time.monotonic() >= self._expires_at
+
     async def run(self, work: Callable[[], T]) -> T:
-        """``work()`` on a model thread; :class:`DeadlineExceeded` if the deadline comes first."""
+        """``work()`` on a model thread; :class:`DeadlineExceeded` if the deadline comes first,
+        :class:`ClientDisconnected` if the client hangs up first."""
         if self._closed:
             raise RuntimeError("the slot has been given back")
         if self._pending is not None and not self._pending.done():
             raise RuntimeError("the previous run in this slot has not finished")
-        remaining = self._expires_at - self._loop.time()
-        if remaining <= 0:
+        if self.should_stop():
             self._deadline_passed()
         context = contextvars.copy_context()
         future = self._loop.run_in_executor(self._controller._executor, context.run, work)
         future.add_done_callback(_retrieve_exception)
         self._pending = future
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
-        except TimeoutError:
-            self._deadline_passed()
+            return await self._outcome(future)
+        except BaseException:
+            self._given_up = True
+            raise
+
+    async def _outcome(self, future: asyncio.Future[T]) -> T:
+        poll = self._controller._disconnect_poll_seconds
+        while True:
+            remaining = self._expires_at - time.monotonic()
+            if remaining <= 0:
+                self._deadline_passed()
+            await asyncio.wait({future}, timeout=min(remaining, poll))
+            if future.done():
+                if isinstance(future.exception(), WorkStopped):
+                    self._deadline_passed()
+                return future.result()
+            if self._is_disconnected is not None and await self._is_disconnected():
+                self._controller._count(RejectReason.CLIENT_DISCONNECTED)
+                raise ClientDisconnected("The client disconnected while its transcription ran.")
 
     def close(self) -> None:
         if self._closed:
@@ -295,18 +329,21 @@ class Slot:
         self._closed = True
         pending = self._pending
         if pending is not None and not pending.done():
+            self._given_up = True
             pending.add_done_callback(lambda _: self._give_back())
         else:
             self._give_back()
 
     def _give_back(self) -> None:
-        self._controller._slot_ended(self._loop.time() - self._granted_at)
+        self._controller._slot_ended(time.monotonic() - self._granted_at)
 
     def _deadline_passed(self) -> NoReturn:
+        self._given_up = True
         self._controller._count(RejectReason.DEADLINE_EXCEEDED)
         raise DeadlineExceeded(
             f"The transcription did not finish within its deadline of "
-            f"{self.deadline_seconds:.1f} s (a base allowance plus time per second of audio)."
+            f"{self.deadline_seconds:.1f} s (a base allowance plus time per second of audio, "
+            f"counted from the request's arrival, queueing included)."
         )
 
 

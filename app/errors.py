@@ -36,11 +36,14 @@ ERROR_TYPES = {
 
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid request: a bad field value, empty audio or no audio stream",
+    400: "Invalid request: a bad field value, empty audio, no audio stream, or samples that are "
+         "not finite numbers",
     401: "Missing or wrong API key (only when AMANUENSIS_API_KEY is set)",
-    404: "No such job (never submitted, deleted, or past its retention time)",
+    404: "The model named in the request is not the one this service serves (model_not_found), "
+         "or no such job (never submitted, deleted, or past its retention time)",
     409: "The job has not succeeded (yet): queued, running, failed or cancelled",
-    413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES, refused before it is read",
+    413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES (refused before it is read), or audio "
+         "longer than AMANUENSIS_MAX_AUDIO_SECONDS (AMANUENSIS_JOB_MAX_AUDIO_SECONDS for jobs)",
     415: "The upload is not audio that can be decoded",
     422: "Word timestamps asked for but the alignment model cannot be loaded",
     429: "Every transcription slot is busy and the queue is full; see Retry-After",
@@ -81,6 +84,8 @@ class APIError(HTTPException):
 
     status_code = 500
     code = "internal_error"
+    error_type: str | None = None
+    """The body's ``type`` when it is not the status's usual one."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None):
@@ -106,6 +111,18 @@ class UploadTooLarge(APIError):
     code = "upload_too_large"
 
 
+class InvalidAudio(APIError):
+    """The upload decodes, but to samples that are not audio (NaN or infinity)."""
+
+    status_code = 400
+    code = "invalid_audio"
+
+
+class AudioTooLong(APIError):
+    status_code = 413
+    code = "audio_too_long"
+
+
 class UnsupportedMedia(APIError):
     status_code = 415
     code = "unsupported_media"
@@ -118,16 +135,32 @@ class AlignmentUnavailable(APIError):
     code = "alignment_model_unavailable"
 
 
+class ModelNotFound(APIError):
+    """A request named a model this service does not serve (OpenAI's answer for that)."""
+
+    status_code = 404
+    code = "model_not_found"
+    error_type = "invalid_request_error"
+
+
 class NotReady(APIError):
     status_code = 503
     code = "model_not_ready"
 
 
-def error_body(status: int, message: str, param: str | None, code: str | None) -> dict:
+class WorkStopped(Exception):
+    """Raised inside work whose request stopped waiting for it (deadline passed, client gone),
+    so its thread ends and gives its slot back. No client sees it: the request has already
+    been answered."""
+
+
+def error_body(status: int, message: str, param: str | None, code: str | None,
+               error_type: str | None = None) -> dict:
     return {
         "error": {
             "message": message,
-            "type": ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
+            "type": error_type or ERROR_TYPES.get(
+                status, "invalid_request_error" if status < 500 else "server_error"),
             "param": param,
             "code": code,
         }
@@ -135,8 +168,10 @@ def error_body(status: int, message: str, param: str | None, code: str | None) -
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None,
+                   error_type: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code, error_type), status_code=status,
+                        headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -148,7 +183,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _api_error(_: Request, error: APIError) -> JSONResponse:
     return error_response(error.status_code, error.message, error.param, error.code,
-                          headers=error.headers)
+                          headers=error.headers, error_type=error.error_type)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

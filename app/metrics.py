@@ -37,11 +37,17 @@ class ServiceMetrics:
         self.audio_seconds = Counter(
             "amanuensis_audio_seconds", "seconds of audio transcribed", registry=self.registry)
         self.processing_seconds = Counter(
-            "amanuensis_processing_seconds", "seconds spent transcribing (decode to format)",
-            registry=self.registry)
+            "amanuensis_processing_seconds",
+            "seconds spent transcribing, from the slot granted to the response formatted "
+            "(decode to format; queue wait excluded)", registry=self.registry)
         self.realtime_factor = Histogram(
-            "amanuensis_realtime_factor", "audio seconds per processing second, per request",
+            "amanuensis_realtime_factor",
+            "audio seconds per processing second, per request (queue wait excluded)",
             buckets=REALTIME_BUCKETS, registry=self.registry)
+        self.queue_wait = Histogram(
+            "amanuensis_queue_wait_seconds",
+            "time a transcription request waited for a model slot, per request",
+            buckets=DURATION_BUCKETS, registry=self.registry)
         self.stage_duration = Histogram(
             "amanuensis_stage_duration_seconds", "time per request stage",
             ["stage", "mel_backend"], buckets=DURATION_BUCKETS, registry=self.registry)
@@ -53,9 +59,11 @@ class ServiceMetrics:
         self.registry.register(_RuntimeCollector(runtime_metrics))
 
     def observe_transcription(self, *, audio_seconds: float, processing_seconds: float,
-                              stage_seconds: dict[str, float], mel_backend: str) -> None:
+                              queue_wait_seconds: float, stage_seconds: dict[str, float],
+                              mel_backend: str) -> None:
         self.audio_seconds.inc(audio_seconds)
         self.processing_seconds.inc(processing_seconds)
+        self.queue_wait.observe(queue_wait_seconds)
         if processing_seconds > 0:
             self.realtime_factor.observe(audio_seconds / processing_seconds)
         for stage, seconds in stage_seconds.items():
@@ -86,3 +94,24 @@ class _RuntimeCollector(Collector):
         for backend in MEL_BACKENDS:
             info.add_metric([backend], 1.0 if backend == active else 0.0)
         yield info
+        yield from _mel_backend_families(metrics.get("backends", {}))
+
+
+def _mel_backend_families(backends: dict[str, dict]) -> Iterable[Any]:
+    """What each mel back-end has computed since start-up, as ``/status`` shows it: audio seconds,
+    compute seconds and their ratio (x-realtime; 0 for a back-end that has not run)."""
+    audio = CounterMetricFamily("amanuensis_mel_audio_seconds",
+                                "seconds of audio whose log-mel features each back-end computed",
+                                labels=["backend"])
+    compute = CounterMetricFamily("amanuensis_mel_compute_seconds",
+                                  "seconds each mel back-end spent computing features",
+                                  labels=["backend"])
+    realtime = GaugeMetricFamily("amanuensis_mel_realtime_factor",
+                                 "audio seconds per compute second of each mel back-end, since "
+                                 "start-up", labels=["backend"])
+    for backend in MEL_BACKENDS:
+        counts = backends.get(backend, {})
+        audio.add_metric([backend], float(counts.get("audio_seconds", 0.0)))
+        compute.add_metric([backend], float(counts.get("compute_seconds", 0.0)))
+        realtime.add_metric([backend], float(counts.get("x_realtime", 0.0)))
+    yield from (audio, compute, realtime)

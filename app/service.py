@@ -19,9 +19,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app.api import jobs, monitoring, transcriptions
+from app.api.jobs import JOB_PATH_PREFIX
 from app.api.limits import UploadLimit
 from app.api.request_metrics import RequestMetrics
-from app.api.security import api_key_dependency, install_cors
+from app.api.security import ApiKeyGate, api_key_scheme, install_cors
 from app.errors import install_error_handlers
 from app.jobs.service import JobService
 from app.settings import Settings
@@ -67,21 +68,21 @@ def load(state: ServiceState) -> None:
             engine.warm_up()
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail(state, "model_unavailable",
-              f"the model {settings.model!r} loaded but failed its warm-up pass: "
+              f"the model {settings.model_choice.id!r} loaded but failed its warm-up pass: "
               f"{type(error).__name__}: {error}. Fix: check that AMANUENSIS_MODEL is a Whisper "
               f"model and AMANUENSIS_COMPUTE_TYPE suits this CPU.")
         return
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine
     state.problem = None
-    logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model,
+    logger.info("model %s ready in %.1f s (mel back-end %s: %s)", settings.model_choice.id,
                 time.perf_counter() - started, state.runtime.mel_backend_name,
                 state.runtime.mel_backend_reason)
 
 
 def _fail_model(state: ServiceState, error: Exception) -> None:
     _fail(state, "model_unavailable",
-          f"the model {state.settings.model!r} could not be loaded: {type(error).__name__}: "
+          f"the model {state.settings.model_choice.id!r} could not be loaded: {type(error).__name__}: "
           f"{error}. Fix: set AMANUENSIS_MODEL to a local CTranslate2 model directory "
           f"(`amanuensis tiny-model DIR` writes a random-weights test model), or allow this host "
           f"to download it from huggingface.co.")
@@ -136,13 +137,19 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
         for route in routes.routes
     )
     install_error_handlers(app)
-    install_cors(app, settings.cors_origins)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    require_key = [Depends(api_key_dependency(api_key))]
-    app.include_router(transcriptions.router, dependencies=require_key)
-    app.include_router(jobs.router, dependencies=require_key)
+    if api_key:
+        protected = [route.path for route in [*transcriptions.router.routes, *jobs.router.routes]]
+        if settings.api_key_protects_monitoring:
+            protected += [route.path for route in monitoring.router.routes]
+        app.add_middleware(ApiKeyGate, api_key=api_key, protected=protected,
+                           protected_prefixes=[JOB_PATH_PREFIX])
+    install_cors(app, settings.cors_origins)
+    declare_key = [Depends(api_key_scheme(api_key))]
+    app.include_router(transcriptions.router, dependencies=declare_key)
+    app.include_router(jobs.router, dependencies=declare_key)
     app.include_router(monitoring.router,
-                       dependencies=require_key if settings.api_key_protects_monitoring else [])
+                       dependencies=declare_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.transcription.models import BUNDLED_MODEL_ID, ModelChoice, resolve_model
 from npu.config import (
     DEFAULT_DEVICE_DIR,
     DEFAULT_NPU_RETRY_SECONDS,
@@ -33,9 +34,10 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    model: str = "base"
-    """WhisperX/faster-whisper model name (``tiny``, ``base``, ``small``, ``large-v3``, ...,
-    downloaded on first use) or a local CTranslate2 model directory."""
+    model: str = BUNDLED_MODEL_ID
+    """Whisper model: ``tiny.en`` (the default) is bundled with the service, English only, no
+    download; another faster-whisper name (``base``, ``small``, ``large-v3-turbo``, ...) is
+    downloaded on first use; or a local CTranslate2 model directory."""
 
     model_cache_dir: Path | None = None
     """Where named models are downloaded and looked up; the Hugging Face cache when unset."""
@@ -52,7 +54,8 @@ class Settings(BaseSettings):
     the ``max_concurrent`` workers, so running transcriptions never oversubscribe the CPU."""
 
     language: str | None = None
-    """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset."""
+    """Default spoken language (ISO 639-1, e.g. ``en``); detected per request when unset
+    (English-only models such as ``tiny.en`` never detect: English)."""
 
     vad_method: Literal["pyannote", "silero"] = "pyannote"
     """Voice-activity detector that cuts the audio into chunks (pyannote ships with WhisperX)."""
@@ -62,7 +65,9 @@ class Settings(BaseSettings):
     start without it, ``cpu`` never touches the NPU."""
 
     kernel_dir: Path = DEFAULT_KERNEL_DIR
-    """Directory holding the built NPU kernel artifacts (xclbin + instruction files)."""
+    """Directory holding the built NPU kernel artifacts (xclbin + instruction files); default
+    ``kernels/build`` beside the kernel sources, in a checkout or an installed package
+    (npu/kernel_files.py). Artifacts are never packaged: an installed service names them here."""
 
     npu_device_id: int = Field(default=0, ge=0)
     """Which ``<npu_device_dir>/accel<N>`` to use."""
@@ -71,11 +76,17 @@ class Settings(BaseSettings):
     """Where the NPU driver's device nodes are (``/dev/accel``; a test points it at a fake)."""
 
     align_model: str | None = None
-    """wav2vec2 alignment model for word timestamps: a Hugging Face name or a local directory;
-    WhisperX's default for the language when unset."""
+    """wav2vec2 alignment model for word timestamps, run by WhisperX's aligner: a torchaudio
+    pipeline name (``WAV2VEC2_ASR_BASE_960H``), a Hugging Face name or a local directory. Unset:
+    the Whisper model's own cross-attention alignment, which needs no other model."""
 
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     """Largest request body accepted, in bytes; larger uploads get 413 before being read."""
+
+    max_audio_seconds: float = Field(default=3 * 3600.0, gt=0)
+    """Longest audio accepted, in seconds of decoded sound. Decoding stops at this length and the
+    request gets 413 (``audio_too_long``): compressed size says little (hours of silent FLAC fit
+    in kilobytes), and decoded audio takes 64 KB per second (3 h: about 0.7 GB)."""
 
     warmup: bool = True
     """Run one short transcription at start-up so the first request does not pay for it."""
@@ -183,6 +194,10 @@ class Settings(BaseSettings):
 
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     """How long one webhook delivery may take before it counts as failed."""
+    @property
+    def model_choice(self) -> ModelChoice:
+        """The configured model's id and where it loads from."""
+        return resolve_model(self.model)
 
     def front_end_config(self, n_mels: int = 80) -> FrontEndConfig:
         """These settings' answer to which mel back-ends, where, and what happens on failure,

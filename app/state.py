@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.errors import NotReady
@@ -50,8 +49,8 @@ class ServiceState:
 
     @property
     def model_id(self) -> str:
-        return Path(self.settings.model).name if Path(self.settings.model).is_dir() else \
-            self.settings.model
+        """The loaded model as clients name it (``tiny.en``, ``base``, a directory's name)."""
+        return self.settings.model_choice.id
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 saying why there is none."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
-"""The kernels' sources: one folder per op with its ``.cc``, size header and design generator."""
+KERNELS_DIR = (Path(__file__).parent / "kernel_sources").resolve()
+"""The kernels' sources: one folder per op with its ``.cc``, size header and design generator.
+
+In a checkout ``npu/kernel_sources`` is a link to the repository's ``kernels/``; an installed
+wheel carries a copy of them there as package data (pyproject.toml), so both find them here."""
 
 DEFAULT_KERNEL_DIR = KERNELS_DIR / "build"
 """Where ``make -C kernels`` writes the xclbins and instruction streams (``AMANUENSIS_KERNEL_DIR``

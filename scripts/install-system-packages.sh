@@ -2,7 +2,10 @@
 # Installs the Debian packages the test suite uses, when this is root on a Debian machine.
 # Missing packages are not fatal: the tests that need them skip and print why.
 set -u
-packages=(g++ make prometheus docker-compose redis-server postgresql)
+# docker.io (dockerd and the client that speaks BuildKit without buildx) and debootstrap: the
+# image tests (tests/deploy/test_image.py) build and run the image on a private daemon.
+packages=(g++ make prometheus docker-compose docker.io debootstrap
+          redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,25 +1,45 @@
-"""The shared speech clips (``../shared/speech``), decoded with PyAV to 16 kHz mono float32."""
+"""The shared speech clips (``../shared/speech``) for tests, decoded with PyAV to 16 kHz mono.
+
+Where the folder is absent a test that needs it skips with the reason - except in CI
+(``CI=true``), which has the folder, so there it fails instead.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-SPEECH_DIR = (Path(__file__).resolve().parents[1] / ".." / "shared" / "speech").resolve()
-AUDIO_SUFFIXES = {".flac", ".wav", ".mp3", ".ogg"}
+from app.evaluation.corpus import SHARED_SPEECH_DIR, Utterance, shared_utterances
+from app.evaluation.corpus import speech_files as corpus_speech_files
+
+SPEECH_DIR = SHARED_SPEECH_DIR
+
+
+def missing_speech(reason: str):
+    """Skip (fail under ``CI=true``) because the shared speech is not here."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have the shared speech: {reason}")
+    pytest.skip(reason)
 
 
 def speech_files() -> list[Path]:
-    """Every audio file under ``../shared/speech``; skips the test (with the reason) if absent."""
-    if not SPEECH_DIR.is_dir():
-        pytest.skip(f"shared speech clips not found at {SPEECH_DIR}")
-    files = sorted(p for p in SPEECH_DIR.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    """Every audio file under ``../shared/speech``."""
+    files = corpus_speech_files()
     if not files:
-        pytest.skip(f"no audio files under {SPEECH_DIR}")
+        missing_speech(f"no shared speech clips at {SPEECH_DIR}")
     return files
+
+
+def speech_utterances() -> list[Utterance]:
+    """Every shared speech utterance with its reference transcript."""
+    utterances = shared_utterances()
+    if not utterances:
+        missing_speech(f"no shared speech utterances at {SPEECH_DIR}")
+    return utterances
 
 
 def decode_16k_mono(path: Path) -> np.ndarray:

@@ -115,3 +115,29 @@ def speech_files() -> list[Path]:
     if not SPEECH_DIR.is_dir():
         return []
     return sorted(p for p in SPEECH_DIR.rglob("*") if p.suffix in (".wav", ".flac"))
+
+
+def silent_flac(seconds: float, rate: int = 8_000) -> bytes:
+    """``seconds`` of digital silence as FLAC in FLAC's largest blocks: a decompression bomb
+    (six hours are about 45 KB) that encodes in about a second."""
+    block = 65_535  # FLAC's largest block size; a silent block is a few bytes
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono", options={"frame_size": str(block)})
+        stream.format = "s16"
+        zeros = np.zeros((1, block), np.int16)
+        total = int(seconds * rate)
+        for start in range(0, total, block):
+            frame = av.AudioFrame.from_ndarray(zeros[:, : min(block, total - start)], format="s16",
+                                               layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def float_wav(samples: np.ndarray, rate: int) -> bytes:
+    """32-bit float WAV: the one common format whose samples can be NaN or infinite."""
+    return encode_audio(samples, rate, container="wav", codec="pcm_f32le")

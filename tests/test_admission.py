@@ -1,13 +1,15 @@
 """Admission control, sequenced with events: blocked work holds slots until the test lets it go.
 
 No test asserts a duration. Short deadlines are used only where the work is blocked on an event
-that is never set before the deadline, so the outcome does not depend on machine speed.
+that is never set before the deadline, or outlasts what is left of it by a wide margin, so the
+outcome does not depend on machine speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from fastapi import FastAPI
@@ -22,7 +24,7 @@ from app.admission import (
     DeadlineExceeded,
     QueueFull,
 )
-from app.errors import install_error_handlers
+from app.errors import WorkStopped, install_error_handlers
 
 LONG_AUDIO = 1000.0  # with 1 s per audio second, a deadline no test reaches
 
@@ -473,5 +475,87 @@ def test_a_slot_runs_one_call_at_a_time_and_not_after_it_is_given_back():
         with pytest.raises(RuntimeError, match="given back"):
             await slot.run(lambda: "late")
         assert controller.running == 0
+
+    run_scenario(check)
+
+
+def test_the_deadline_counts_from_arrival_so_queue_wait_uses_it_up():
+    @scenario(concurrent=1, queue=1, base=1.0, per_second=0.0)
+    async def check(controller, registry):
+        holder = BlockedJob()
+        first = asyncio.create_task(controller.run(holder, audio_seconds=0.0))
+        await wait_until(holder.started.is_set, "the first request holds the slot")
+        second = asyncio.create_task(controller.run(lambda: time.sleep(0.5) or "done",
+                                                    audio_seconds=0.0))
+        await wait_until(lambda: controller.waiting == 1, "the second request queued")
+        await asyncio.sleep(0.7)  # the second has used 0.7 s of its 1 s waiting
+        holder.release.set()
+        await first
+        # 0.5 s of work would fit in a fresh 1 s deadline, not in the 0.3 s left of it.
+        with pytest.raises(DeadlineExceeded, match="queueing included"):
+            await second
+        assert rejected(registry, "deadline_exceeded") == 1
+
+    run_scenario(check)
+
+
+def cooperative_job(slot, started: threading.Event):
+    """Work in steps that checks ``slot.should_stop()`` between them, as the engine does."""
+
+    def work():
+        started.set()
+        for _ in range(6000):
+            if slot.should_stop():
+                raise WorkStopped("stopped")
+            time.sleep(0.005)
+        raise RuntimeError("never asked to stop")
+
+    return work
+
+
+def test_work_past_its_deadline_is_asked_to_stop_and_frees_its_slot():
+    @scenario(concurrent=1, queue=0, base=0.2, per_second=0.0)
+    async def check(controller, registry):
+        started = threading.Event()
+        with pytest.raises(DeadlineExceeded):
+            async with controller.admit() as slot:
+                assert not slot.should_stop()
+                await slot.run(cooperative_job(slot, started))
+        assert started.is_set() and slot.should_stop()
+        await wait_until(lambda: controller.running == 0, "the stopped work gave its slot back")
+        assert await controller.run(lambda: "next", audio_seconds=LONG_AUDIO) == "next"
+
+    run_scenario(check)
+
+
+def test_work_whose_client_leaves_while_it_runs_is_stopped_and_frees_its_slot():
+    @scenario(concurrent=1, queue=0)
+    async def check(controller, registry):
+        started = threading.Event()
+
+        async def gone() -> bool:
+            return started.is_set()
+
+        with pytest.raises(ClientDisconnected, match="while its transcription ran"):
+            async with controller.admit(audio_seconds=LONG_AUDIO, is_disconnected=gone) as slot:
+                await slot.run(cooperative_job(slot, started))
+        await wait_until(lambda: controller.running == 0, "the stopped work gave its slot back")
+        assert rejected(registry, "client_disconnected") == 1
+        assert rejected(registry, "deadline_exceeded") == 0
+
+    run_scenario(check)
+
+
+def test_work_that_stops_itself_at_the_deadline_is_a_504_not_an_error():
+    @scenario(concurrent=1, queue=0, base=0.3, per_second=0.0, poll=30.0)
+    async def check(controller, registry):
+        async with controller.admit() as slot:
+            def stops_at_the_deadline():
+                while not slot.should_stop():
+                    time.sleep(0.005)
+                raise WorkStopped("stopped")
+
+            with pytest.raises(DeadlineExceeded):
+                await slot.run(stops_at_the_deadline)
 
     run_scenario(check)

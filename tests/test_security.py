@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from app.api.security import api_key_dependency, install_cors
+from app.api.security import ApiKeyGate, api_key_scheme, install_cors
 from app.errors import install_error_handlers
+from app.service import create_app
+from app.settings import Settings
 
 KEY = "s3cret-key-\u00e9"  # non-ASCII on purpose: compared as UTF-8
+UPLOAD = "/v1/audio/transcriptions"
 
 
 def make_app(api_key: str | None, origins: list[str] | None = None) -> FastAPI:
+    """An app put together as the service's factory does: the gate, then CORS outside it."""
     app = FastAPI()
     install_error_handlers(app)
+    if api_key:
+        app.add_middleware(ApiKeyGate, api_key=api_key, protected=[UPLOAD])
     install_cors(app, origins or [])
-    guard = Depends(api_key_dependency(api_key))
+    declared = Depends(api_key_scheme(api_key))
 
-    @app.post("/v1/audio/transcriptions", dependencies=[guard])
+    @app.post(UPLOAD, dependencies=[declared])
     async def transcribe():
         return {"text": "hello"}
 
@@ -99,3 +107,33 @@ def test_cors_allows_exactly_the_listed_origins():
         assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
         other = client.get("/health", headers={"Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_request_with_a_wrong_key_is_refused_before_its_body_is_read():
+    """The service's own app, a 50 MB upload announced and offered chunk by chunk: the answer
+    is a 401 and not one chunk is taken."""
+    app = create_app(Settings(api_key=KEY, warmup=False, mel_backend="cpu"))
+    chunk = b"\0" * 65_536
+    taken = 0
+
+    async def receive() -> dict:
+        nonlocal taken
+        taken += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": UPLOAD, "raw_path": UPLOAD.encode(),
+             "root_path": "", "query_string": b"", "server": ("127.0.0.1", 8000),
+             "client": ("127.0.0.1", 50000), "headers": [
+                 (b"host", b"127.0.0.1"), (b"authorization", b"Bearer wrong"),
+                 (b"content-type", b"multipart/form-data; boundary=x"),
+                 (b"content-length", str(50 * 1024 * 1024).encode())]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 401
+    assert b"invalid_api_key" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert taken == 0

@@ -69,6 +69,7 @@ def openai_body(transcription: Transcription, response_format: ResponseFormat, *
     if words:
         body["words"] = [word_entry(word) for segment in transcription.segments
                          for word in segment.get("words", [])]
+        body["word_timestamps_method"] = transcription.word_timestamps_method
     return body
 
 
@@ -82,7 +83,7 @@ def service_body(transcription: Transcription, *, words: bool, verbose: bool,
         if words:
             entry["words"] = [word_entry(word) for word in segment.get("words", [])]
         segments.append(entry)
-    return {
+    body = {
         "text": transcription.text,
         "language": transcription.language,
         "duration": float(transcription.duration),
@@ -91,6 +92,9 @@ def service_body(transcription: Transcription, *, words: bool, verbose: bool,
         "realtime_factor": realtime_factor(transcription.duration, processing_time),
         "mel_backend": mel_backend,
     }
+    if words:
+        body["word_timestamps_method"] = transcription.word_timestamps_method
+    return body
 
 
 def word_entry(word: dict) -> dict:

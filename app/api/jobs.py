@@ -28,6 +28,9 @@ from app.jobs.webhooks import check_callback_url
 from app.state import ServiceState
 
 router = APIRouter(tags=["jobs"])
+JOB_PATH_PREFIX = "/v1/jobs/"
+"""Every path under it is a job route (``/v1/jobs/{job_id}``...): the API key gate protects
+them by prefix."""
 JOB_ERRORS = documented_errors(400, 401, 404, 503)
 
 

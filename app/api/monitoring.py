@@ -25,7 +25,7 @@ def health() -> dict:
                 responses=documented_errors(401, 503))
 def ready(state: State) -> dict:
     state.ready_engine()
-    return {"status": "ready", "model": state.settings.model,
+    return {"status": "ready", "model": state.model_id,
             "mel_backend": state.runtime.mel_backend_name}
 
 
@@ -34,7 +34,9 @@ def ready(state: State) -> dict:
 def status(state: State) -> dict:
     runtime = state.runtime_metrics() or {}
     return {
-        "model": state.settings.model,
+        "model": state.model_id,
+        "model_source": state.settings.model_choice.source,
+        "english_only": state.engine.english_only if state.engine is not None else None,
         "ready": state.engine is not None,
         "problem": state.problem,
         "compute_type": state.settings.compute_type,

@@ -1,10 +1,12 @@
 """The optional API key and the CORS policy.
 
-With ``AMANUENSIS_API_KEY`` set, every route that carries :func:`api_key_dependency` demands
-``Authorization: Bearer <key>``; anything else is a 401 in the API's error shape. Keys are
+With ``AMANUENSIS_API_KEY`` set, :class:`ApiKeyGate` (an ASGI middleware) demands
+``Authorization: Bearer <key>`` on the protected paths and answers anything else with a 401 in
+the API's error shape from the request's headers alone, before a byte of its body is read or
+spooled: an unauthenticated client cannot make the server take in a 100 MB upload. Keys are
 compared in constant time as UTF-8 bytes (on their SHA-256 digests, so not even the length
 leaks). Health, readiness and metrics stay open for probes and scrapers unless the service
-protects them too.
+protects them too. :func:`api_key_scheme` declares the bearer scheme in the OpenAPI document.
 CORS is off unless origins are listed.
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the dependency annotation
@@ -13,34 +15,69 @@ of the closure below at runtime.
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import APIError
+from app.errors import error_response
 
-
-class AuthenticationFailed(APIError):
-    status_code = 401
-    code = "invalid_api_key"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+AUTHENTICATION_CODE = "invalid_api_key"
 
 
 def _digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-def api_key_dependency(api_key: str | None) -> Callable[..., None]:
-    """A FastAPI dependency that lets a request through only with the right bearer key.
+class ApiKeyGate:
+    """Lets a request to a protected path through only with the right bearer key."""
 
-    With no key configured the dependency accepts everything and adds nothing to the OpenAPI
-    document; with a key it declares the bearer scheme there, so clients and fuzzers see it.
-    """
+    def __init__(self, app: ASGIApp, api_key: str, protected: Iterable[str],
+                 protected_prefixes: Iterable[str] = ()) -> None:
+        self.app = app
+        self._expected = _digest(api_key.encode("utf-8"))
+        self._protected = frozenset(protected)
+        self._prefixes = tuple(protected_prefixes)
+
+    def _guards(self, path: str) -> bool:
+        return path in self._protected or path.startswith(self._prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._guards(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(_authorization(scope))
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(401, refusal, None, AUTHENTICATION_CODE, headers={
+            "WWW-Authenticate": "Bearer", "connection": "close"})
+        await response(scope, receive, send)
+
+    def _refusal(self, authorization: bytes | None) -> str | None:
+        """Why ``authorization`` (the raw header) is refused, or ``None`` when it is right."""
+        scheme, _, token = (authorization or b"").partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return "This server requires an API key: send 'Authorization: Bearer <key>'."
+        if not hmac.compare_digest(_digest(token), self._expected):
+            return "The API key is not valid for this server."
+        return None
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value
+    return None
+
+
+def api_key_scheme(api_key: str | None) -> Callable[..., None]:
+    """A dependency that declares the bearer scheme in the OpenAPI document when a key is set
+    (so clients and fuzzers see it) and nothing otherwise; :class:`ApiKeyGate` checks the key."""
     if not api_key:
 
         def open_access() -> None:
@@ -48,22 +85,14 @@ def api_key_dependency(api_key: str | None) -> Callable[..., None]:
 
         return open_access
 
-    expected = _digest(api_key.encode("utf-8"))
     bearer = HTTPBearer(auto_error=False, description="AMANUENSIS_API_KEY as a bearer token")
 
-    def require_api_key(
+    def bearer_declared(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
-        if credentials is None:
-            raise AuthenticationFailed(
-                "This server requires an API key: send 'Authorization: Bearer <key>'."
-            )
-        # Starlette decodes header bytes as latin-1; encoding back gives the bytes on the wire.
-        sent = credentials.credentials.encode("latin-1")
-        if not hmac.compare_digest(_digest(sent), expected):
-            raise AuthenticationFailed("The API key is not valid for this server.")
+        return None
 
-    return require_api_key
+    return bearer_declared
 
 
 def install_cors(app: FastAPI, origins: list[str]) -> None:

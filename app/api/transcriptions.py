@@ -20,12 +20,12 @@ from app.api.formatting import (
     render_text,
     service_body,
 )
-from app.errors import InvalidRequest, documented_errors
+from app.errors import InvalidRequest, ModelNotFound, documented_errors
 from app.state import ServiceState
 from app.transcription.audio import decode_audio, duration_seconds
 from app.transcription.engine import Transcription
 
-TRANSCRIPTION_ERRORS = documented_errors(400, 401, 413, 415, 422, 429, 500, 503, 504)
+TRANSCRIPTION_ERRORS = documented_errors(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 TRANSCRIPTION_MEDIA = {200: {"description": "The transcript in the requested format",
                              "content": {media_type: {} for media_type in MEDIA_TYPES.values()}}}
 router = APIRouter()
@@ -34,26 +34,35 @@ Granularity = Literal["word", "segment"]
 
 
 class _Clock:
-    """Per-request stage timer (decode, mel, asr, align, format)."""
+    """Per-request stage timer (decode, mel, asr, align, format) and the wait for a slot."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.stages: dict[str, float] = {}
+        self.queue_wait = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def processing(self) -> float:
+        """Seconds since the request got its slot: the time spent on it, not waiting."""
+        return max(self.elapsed() - self.queue_wait, 0.0)
 
 
 async def _transcribe(
     state: ServiceState, request: Request, upload: UploadFile, clock: _Clock, **options
 ) -> Transcription:
     engine = state.ready_engine()
+    max_seconds = state.settings.max_audio_seconds
     async with state.admission.admit(is_disconnected=request.is_disconnected) as slot:
+        clock.queue_wait = slot.queue_wait_seconds
         started = time.perf_counter()
-        audio = await slot.run(lambda: decode_audio(upload.file))
+        audio = await slot.run(lambda: decode_audio(upload.file, max_seconds=max_seconds,
+                                                    should_stop=slot.should_stop))
         clock.stages["decode"] = time.perf_counter() - started
         slot.allow_for_audio(duration_seconds(audio))
-        transcription = await slot.run(lambda: engine.transcribe(audio, **options))
+        transcription = await slot.run(
+            lambda: engine.transcribe(audio, should_stop=slot.should_stop, **options))
     clock.stages.update(transcription.stage_seconds)
     return transcription
 
@@ -70,7 +79,8 @@ def _finish(state: ServiceState, transcription: Transcription, clock: _Clock, re
     clock.stages["format"] = time.perf_counter() - started
     state.metrics.observe_transcription(
         audio_seconds=transcription.duration,
-        processing_seconds=clock.elapsed(),
+        processing_seconds=clock.processing(),
+        queue_wait_seconds=clock.queue_wait,
         stage_seconds=clock.stages,
         mel_backend=served_by(state, transcription),
     )
@@ -112,17 +122,28 @@ def check_granularities(granularities: list[str]) -> None:
                              param="timestamp_granularities")
 
 
+def _check_model(state: ServiceState, requested: str | None) -> None:
+    """404 (OpenAI's ``model_not_found``) unless ``requested`` names the loaded model, is
+    OpenAI's ``whisper-1`` alias, or is absent."""
+    if not state.settings.model_choice.accepts(requested):
+        raise ModelNotFound(
+            f"The model {requested!r} does not exist here: this service serves "
+            f"{state.model_id!r} (also accepted as 'whisper-1')", param="model")
+
+
 async def _openai(
     state: ServiceState,
     request: Request,
     *,
     task: Task,
     file: UploadFile,
+    model: str | None,
     language: str | None,
     prompt: str | None,
     response_format: ResponseFormat,
     granularities: list[str],
 ) -> Response:
+    _check_model(state, model)
     check_granularities(granularities)
     words = "word" in granularities
     if words and response_format != "verbose_json":
@@ -144,7 +165,8 @@ async def _openai(
 
 
 OpenAIFile = Annotated[UploadFile, File()]
-Model = Annotated[str | None, Form(description="accepted for compatibility; the loaded model answers")]
+Model = Annotated[str | None, Form(description=(
+    "the loaded model's id (see /v1/models) or 'whisper-1'; any other name is a 404"))]
 Prompt = Annotated[str | None, Form()]
 Format = Annotated[ResponseFormat, Form()]
 Temperature = Annotated[float, Form(ge=0.0, le=1.0, description=(
@@ -168,8 +190,8 @@ async def openai_transcriptions(
     timestamp_granularities_brackets: BracketGranularities = None,
 ) -> Response:
     granularities = [*(timestamp_granularities or []), *(timestamp_granularities_brackets or [])]
-    return await _openai(state, request, task="transcribe", file=file, language=language,
-                         prompt=prompt, response_format=response_format,
+    return await _openai(state, request, task="transcribe", file=file, model=model,
+                         language=language, prompt=prompt, response_format=response_format,
                          granularities=granularities)
 
 
@@ -184,13 +206,23 @@ async def openai_translations(
     response_format: Format = "json",
     temperature: Temperature = 0.0,
 ) -> Response:
-    return await _openai(state, request, task="translate", file=file, language=None,
+    return await _openai(state, request, task="translate", file=file, model=model, language=None,
                          prompt=prompt, response_format=response_format, granularities=[])
 
 
 @router.get("/v1/models", summary="The loaded model, OpenAI-style",
             responses=documented_errors(401))
 def models(state: State) -> dict:
-    return {"object": "list", "data": [{
-        "id": state.model_id, "object": "model", "created": int(state.started_at),
-        "owned_by": "amanuensis"}]}
+    return {"object": "list", "data": [_model_entry(state)]}
+
+
+@router.get("/v1/models/{model}", summary="One model, OpenAI-style",
+            responses=documented_errors(401, 404))
+def retrieve_model(state: State, model: str) -> dict:
+    _check_model(state, model)
+    return _model_entry(state)
+
+
+def _model_entry(state: ServiceState) -> dict:
+    return {"id": state.model_id, "object": "model", "created": int(state.started_at),
+            "owned_by": "amanuensis"}

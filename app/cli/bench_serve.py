@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 WARMUP_ROUNDS = 2
-SPEECH_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "speech"
 
 
 def register(commands, bench) -> None:
@@ -42,11 +41,12 @@ def speech_audio(seconds: float):
     """``seconds`` of the shared speech clips end to end, 16 kHz mono float32."""
     import numpy as np
 
+    from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
     from app.transcription.audio import decode_audio
 
-    files = sorted(p for p in SPEECH_DIR.resolve().rglob("*") if p.suffix in (".wav", ".flac"))
+    files = speech_files()
     if not files:
-        raise SystemExit(f"no speech clips under {SPEECH_DIR.resolve()}")
+        raise SystemExit(f"no speech clips under {SHARED_SPEECH_DIR}")
     parts, total, needed = [], 0, int(seconds * 16000)
     while total < needed:
         for path in files:
@@ -111,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
         url, process = start_service()
     try:
         status = httpx.get(url + "/status", timeout=10).json()
-        direct = whisperx.load_model(status["model"], device="cpu",
+        language = "en" if status["english_only"] else status["language"]
+        direct = whisperx.load_model(status["model_source"], device="cpu",
                                      compute_type=status["compute_type"],
                                      vad_method=status["vad_method"], threads=status["cpu_threads"],
-                                     language=status["language"])
+                                     language=language)
         service_times, direct_times = [], []
         for repeat in range(-WARMUP_ROUNDS + 1, args.repeats + 1):  # rounds <= 0 warm up
             time.sleep(args.settle)

@@ -104,7 +104,6 @@ def _audio_row(path: Path, kernel, n_mels: int) -> tuple[dict, np.ndarray]:
 
 
 def verify(frames: int, audio_files: list[Path], n_mels: int = 80) -> tuple[list[dict], dict]:
-    from npu import audio_spec
     from npu.kernel_lib import host_kernel
 
     kernel = host_kernel(n_mels)
@@ -123,8 +122,6 @@ def verify(frames: int, audio_files: list[Path], n_mels: int = 80) -> tuple[list
         "mean_abs_err": float(error.mean()) if error.size else None,
         "p999_abs_err": float(np.quantile(error, 0.999)) if error.size else None,
         "max_abs_err": float(error.max()) if error.size else None,
-        "calls_per_hour": int(3600 * audio_spec.SAMPLE_RATE
-                              / (audio_spec.HOP_LENGTH * audio_spec.N_FRAMES)),
     }
     summary["within_bounds"] = bool(error.size) and all(
         summary[key] <= bound for key, bound in ERROR_BOUNDS.items())

@@ -16,7 +16,8 @@ def register(commands, bench) -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="directory for FILE-stem.FORMAT outputs (default: stdout)")
     parser.add_argument("--language", default=None, help="spoken language (detected if absent)")
-    parser.add_argument("--words", action="store_true", help="word timestamps (alignment model)")
+    parser.add_argument("--words", action="store_true", help="word timestamps (WhisperX's wav2vec2 aligner when "
+                        "AMANUENSIS_ALIGN_MODEL is set, else Whisper's cross-attention)")
     parser.set_defaults(handler=run)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.errors import APIError
+from app.errors import APIError, AudioTooLong
 from app.jobs.executor import EmbeddedExecutor
 from app.jobs.metrics import JobMetrics, QueueCollector
 from app.jobs.records import ACTIVE, Job, JobRecords, JobStatus
@@ -50,11 +50,6 @@ class JobNotFinished(APIError):
 class JobQueueFull(APIError):
     status_code = 429
     code = "job_queue_full"
-
-
-class AudioTooLong(APIError):
-    status_code = 413
-    code = "audio_too_long"
 
 
 def database_url(settings: Settings) -> str:
@@ -123,11 +118,12 @@ class JobService:
     def submit(self, data: bytes, *, filename: str | None, options: dict,
                callback_url: str | None) -> Job:
         """Decode-check, store, record and dispatch one job (blocking: call off the loop)."""
-        duration = measure_audio(io.BytesIO(data))
-        if duration > self.settings.job_max_audio_seconds:
-            raise AudioTooLong(f"the audio lasts {duration:.0f} s; jobs accept at most "
-                               f"{self.settings.job_max_audio_seconds:.0f} s "
-                               f"(AMANUENSIS_JOB_MAX_AUDIO_SECONDS)", param="file")
+        limit = self.settings.job_max_audio_seconds
+        try:
+            duration = measure_audio(io.BytesIO(data), max_seconds=limit)
+        except AudioTooLong as error:
+            raise AudioTooLong(f"the audio is longer than the {limit:g} s a job accepts "
+                               f"(AMANUENSIS_JOB_MAX_AUDIO_SECONDS)", param="file") from error
         queued = self._guard(self.records.queued_count)
         if queued >= self.settings.job_max_queued:
             raise JobQueueFull(f"{queued} jobs are waiting, the most this service queues "

@@ -1,56 +1,120 @@
-"""Decode uploaded audio to 16 kHz mono float32 with PyAV.
+"""Decode uploaded audio to 16 kHz mono float32 with PyAV, bounded.
 
 PyAV's wheels bundle FFmpeg, so any common container and codec decodes with no system FFmpeg
 (WhisperX's own ``load_audio`` shells out to an ``ffmpeg`` binary). Failures map to client
 errors: nothing decodable -> 415, empty upload or no audio stream -> 400.
+
+Compressed size says little about decoded size (hours of silent FLAC fit in a few kilobytes),
+so the decoder counts samples as it goes and stops at ``max_seconds``: it never holds more
+than that much decoded audio (64 KB per second as float32), and the upload is refused with
+413. Samples that are not finite numbers (NaN or infinity, which a float WAV can carry) are
+refused with 400 as soon as a frame holds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import av
 import numpy as np
 
-from app.errors import EmptyAudio, UnsupportedMedia
+from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia, WorkStopped
 from npu.audio_spec import SAMPLE_RATE
 
 
-def decode_audio(source: BinaryIO, *, param: str = "file") -> np.ndarray:
-    """All audio of the first audio stream in ``source`` as float32 mono at 16 kHz."""
-    chunks = list(_decoded_chunks(source, param))
-    if not chunks:
-        raise EmptyAudio("the uploaded file contains no audio samples", param=param)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+def decode_audio(
+    source: BinaryIO,
+    *,
+    max_seconds: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    param: str = "file",
+) -> np.ndarray:
+    """All audio of the first audio stream in ``source`` as float32 mono at 16 kHz.
 
-
-def measure_audio(source: BinaryIO, *, param: str = "file") -> float:
-    """Seconds of audio in ``source``, decoded in full (so it is known to decode) without
-    keeping the samples: what a job submission checks before storing hours of audio."""
-    samples = sum(chunk.shape[0] for chunk in _decoded_chunks(source, param))
-    if samples == 0:
-        raise EmptyAudio("the uploaded file contains no audio samples", param=param)
-    return samples / SAMPLE_RATE
-
-
-def _decoded_chunks(source: BinaryIO, param: str) -> Iterator[np.ndarray]:
-    """16 kHz mono float32 pieces of the first audio stream; client errors for what is not."""
+    Raises :class:`AudioTooLong` once more than ``max_seconds`` have been decoded (no limit when
+    ``None``) and :class:`WorkStopped` between frames once ``should_stop()`` says so.
+    """
     if _is_empty(source):
         raise EmptyAudio("the uploaded file is empty", param=param)
+    limit = _Limit(max_seconds, should_stop, param)
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise EmptyAudio("the uploaded file has no audio stream", param=param)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
-            for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1)
+            samples = _decode_stream(container, container.streams.audio[0], limit)
     except av.FFmpegError as error:
         raise UnsupportedMedia(f"the uploaded file could not be decoded as audio: {error}",
                                param=param) from error
+    if samples.size == 0:
+        raise EmptyAudio("the uploaded file contains no audio samples", param=param)
+    return samples
+
+
+class _Limit:
+    """Checks each decoded piece: the running total against the cap, the samples for NaN/inf,
+    and whether the caller still wants the result."""
+
+    def __init__(self, max_seconds: float | None, should_stop: Callable[[], bool] | None,
+                 param: str) -> None:
+        self.max_seconds = max_seconds
+        self.max_samples = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+        self.should_stop = should_stop
+        self.param = param
+        self.samples = 0
+
+    def check(self, piece: np.ndarray) -> np.ndarray:
+        self.samples += piece.size
+        if self.max_samples is not None and self.samples > self.max_samples:
+            raise AudioTooLong(
+                f"the uploaded audio is longer than the limit of {self.max_seconds:g} s "
+                f"(AMANUENSIS_MAX_AUDIO_SECONDS); decoding stopped there", param=self.param)
+        if not np.isfinite(piece).all():
+            raise InvalidAudio("the uploaded audio contains samples that are not finite numbers "
+                               "(NaN or infinity)", param=self.param)
+        if self.should_stop is not None and self.should_stop():
+            raise WorkStopped("decoding stopped: the request no longer waits for it")
+        return piece
+
+
+def measure_audio(source: BinaryIO, *, max_seconds: float | None = None,
+                  param: str = "file") -> float:
+    """Seconds of audio in ``source``, decoded in full (so it is known to decode, with the same
+    refusals as :func:`decode_audio`) without keeping the samples: what a job submission checks
+    before storing hours of audio."""
+    if _is_empty(source):
+        raise EmptyAudio("the uploaded file is empty", param=param)
+    limit = _Limit(max_seconds, None, param)
+    try:
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise EmptyAudio("the uploaded file has no audio stream", param=param)
+            for _ in _pieces(container, container.streams.audio[0], limit):
+                pass
+    except av.FFmpegError as error:
+        raise UnsupportedMedia(f"the uploaded file could not be decoded as audio: {error}",
+                               param=param) from error
+    if limit.samples == 0:
+        raise EmptyAudio("the uploaded file contains no audio samples", param=param)
+    return limit.samples / SAMPLE_RATE
+
+
+def _pieces(container: av.container.InputContainer, stream: av.AudioStream,
+            limit: _Limit) -> Iterator[np.ndarray]:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            yield limit.check(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        yield limit.check(out.to_ndarray().reshape(-1))
+
+
+def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream,
+                   limit: _Limit) -> np.ndarray:
+    chunks = list(_pieces(container, stream, limit))
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def _is_empty(source: BinaryIO) -> bool:

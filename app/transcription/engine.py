@@ -48,14 +48,20 @@ from faster_whisper.transcribe import get_compression_ratio
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 from whisperx.vads import Silero, Vad
 
-from app.errors import AlignmentUnavailable, InvalidRequest
+from app.errors import AlignmentUnavailable, InvalidRequest, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
+from app.transcription.cross_attention import cross_attention_words
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
 DEVICE = "cpu"
+ENGLISH = "en"
+CROSS_ATTENTION = "cross_attention"
+"""Word timestamps from the Whisper model's alignment heads (:mod:`.cross_attention`)."""
+WAV2VEC2 = "wav2vec2"
+"""Word timestamps from WhisperX's wav2vec2 aligner (``settings.align_model``)."""
 
 
 class _GenerationRecorder:
@@ -117,6 +123,7 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         self.mel_seconds = 0.0
         self.mel_backends: list[str] = []
         self.chunk_scores: list[dict] = []
+        self.should_stop: Callable[[], bool] | None = None
         self._call_batch_size: int | None = None
 
     @classmethod
@@ -146,7 +153,12 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         return self.model.feat_kwargs.get("feature_size") or 80
 
     def features(self, audio: np.ndarray) -> np.ndarray:
-        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them."""
+        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them.
+
+        Raises :class:`WorkStopped` instead once ``should_stop()`` says the request is given up:
+        every chunk passes here before it is decoded, so abandoned work ends within a chunk."""
+        if self.should_stop is not None and self.should_stop():
+            raise WorkStopped("transcription stopped: the request no longer waits for it")
         audio = audio[:N_SAMPLES]
         started = time.perf_counter()
         features, backend = self.runtime.log_mel(
@@ -202,6 +214,9 @@ class Transcription:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     mel_backend: str | None = None
     """The mel back-end that served most of this request's chunks (``None``: no mel call)."""
+    word_timestamps_method: str | None = None
+    """How the words were timed: :data:`CROSS_ATTENTION` or :data:`WAV2VEC2` (``None``: no
+    words asked for)."""
 
     @property
     def text(self) -> str:
@@ -217,9 +232,10 @@ def model_n_mels(settings: Settings) -> int:
     """
     from faster_whisper.utils import download_model
 
-    path = Path(settings.model)
+    source = settings.model_choice.source
+    path = Path(source)
     if not path.is_dir():
-        path = Path(download_model(settings.model, cache_dir=str(settings.model_cache_dir)
+        path = Path(download_model(source, cache_dir=str(settings.model_cache_dir)
                                    if settings.model_cache_dir else None))
     config = path / "preprocessor_config.json"
     if not config.is_file():
@@ -252,19 +268,23 @@ class Engine:
 
     @staticmethod
     def _load_pipeline(settings: Settings, runtime: Any) -> RuntimeFeaturePipeline:
+        source = settings.model_choice.source
         model = ScoredWhisperModel(
-            settings.model,
+            source,
             device=DEVICE,
             compute_type=settings.compute_type,
             download_root=str(settings.model_cache_dir) if settings.model_cache_dir else None,
             cpu_threads=settings.cpu_threads,
             num_workers=settings.max_concurrent,
         )
+        if not model.model.is_multilingual and settings.language not in (None, ENGLISH):
+            raise ValueError(f"AMANUENSIS_LANGUAGE={settings.language!r}, but the model "
+                             f"{settings.model_choice.id!r} is English-only")
         pipeline = whisperx.load_model(
-            settings.model,
+            source,
             device=DEVICE,
             compute_type=settings.compute_type,
-            language=settings.language,
+            language=settings.language if model.model.is_multilingual else ENGLISH,
             vad_method=settings.vad_method,
             model=model,
             threads=settings.cpu_threads,
@@ -291,6 +311,11 @@ class Engine:
     def supported_languages(self) -> list[str]:
         return self.pipeline.model.supported_languages
 
+    @property
+    def english_only(self) -> bool:
+        """An English-only model (``*.en``): it never detects a language and cannot translate."""
+        return not self.pipeline.model.model.is_multilingual
+
     def warm_up(self) -> None:
         """One encoder + decoder pass over a second of silence."""
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
@@ -310,14 +335,16 @@ class Engine:
         batch_size: int | None = None,
         word_timestamps: bool = False,
         progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Transcription:
-        """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done."""
+        """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done.
+        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`."""
         if self._closed:
             raise RuntimeError("the engine is closed: no transcriptions after shutdown")
-        language = language or self.settings.language
-        self._check_request(language, task)
+        language, task = self._checked_request(language or self.settings.language, task)
         batch_size = min(batch_size or self.settings.batch_size, self.settings.batch_size)
         pipeline = self.pipeline.for_request()
+        pipeline.should_stop = should_stop
         if not carries_signal(audio):
             return self._no_signal(pipeline, audio, language)
         pipeline.options = replace(pipeline.options, initial_prompt=initial_prompt)
@@ -328,13 +355,15 @@ class Engine:
         stages = {"mel": pipeline.mel_seconds,
                   "asr": max(asr_seconds - pipeline.mel_seconds, 0.0)}
         segments = _scored_segments(result["segments"], pipeline.chunk_scores)
+        method = None
         if word_timestamps:
             started = time.perf_counter()
-            segments = self._align(segments, audio, result["language"])
+            segments, method = self._word_timestamps(segments, audio, result["language"], task)
             stages["align"] = time.perf_counter() - started
         return Transcription(language=result["language"], duration=duration_seconds(audio),
                              segments=segments, stage_seconds=stages,
-                             mel_backend=_most_used(pipeline.mel_backends))
+                             mel_backend=_most_used(pipeline.mel_backends),
+                             word_timestamps_method=method)
 
     @staticmethod
     def _no_signal(pipeline: RuntimeFeaturePipeline, audio: np.ndarray,
@@ -350,16 +379,35 @@ class Engine:
                                             "asr": max(detect_seconds - pipeline.mel_seconds, 0)},
                              mel_backend=_most_used(pipeline.mel_backends))
 
-    def _check_request(self, language: str | None, task: str) -> None:
+    def _checked_request(self, language: str | None, task: str) -> tuple[str | None, str]:
+        """The language and task to run, or 400 for ones this model cannot serve.
+
+        An English-only model hears English: no language means ``en``, another language is
+        refused, and a translation (to English) is the English transcript.
+        """
         if task not in ("transcribe", "translate"):
             raise InvalidRequest(f"task must be 'transcribe' or 'translate', not {task!r}",
                                  param="task")
+        if self.english_only:
+            if language not in (None, ENGLISH):
+                raise InvalidRequest(
+                    f"the model {self.settings.model_choice.id!r} is English-only: language "
+                    f"must be 'en' or omitted, not {language!r}", param="language")
+            return ENGLISH, "transcribe"
         if language is not None and language not in self.supported_languages:
             raise InvalidRequest(
                 f"language {language!r} is not one this model knows (ISO 639-1 codes such as "
                 f"'en', 'de')", param="language")
-        if task == "translate" and not self.pipeline.model.model.is_multilingual:
-            raise InvalidRequest("this model is English-only and cannot translate", param="task")
+        return language, task
+
+    def _word_timestamps(self, segments: list[dict], audio: np.ndarray, language: str,
+                         task: str) -> tuple[list[dict], str]:
+        """``segments`` with their words, and the method that timed them: WhisperX's wav2vec2
+        aligner when ``settings.align_model`` names one, else Whisper's own cross-attention."""
+        if self.settings.align_model is None:
+            return cross_attention_words(self.pipeline, segments, audio, language,
+                                         task), CROSS_ATTENTION
+        return self._align(segments, audio, language), WAV2VEC2
 
     def _align(self, segments: list[dict], audio: np.ndarray, language: str) -> list[dict]:
         if not segments:
@@ -390,7 +438,7 @@ class Engine:
             except Exception as error:
                 raise AlignmentUnavailable(
                     f"word timestamps need a wav2vec2 alignment model for language "
-                    f"{language!r} ({name or 'WhisperX default'}), which could not be "
+                    f"{language!r} ({name}), which could not be "
                     f"loaded: {error}. Set AMANUENSIS_ALIGN_MODEL to a local model "
                     f"directory or allow the download.",
                     param="timestamp_granularities",

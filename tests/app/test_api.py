@@ -116,6 +116,7 @@ def test_bracketed_and_plain_granularity_spellings(live_server, jfk):
                               data={"response_format": "verbose_json", field: "word"})
         assert response.status_code == 200, response.text
         assert response.json()["words"]
+        assert response.json()["word_timestamps_method"] == "wav2vec2"
         assert "segments" not in response.json()
 
 
@@ -300,7 +301,8 @@ def test_model_that_cannot_load_leaves_the_process_up(start_service, tiny_env, j
 
 def test_status(live_server, tiny_model_dir):
     status = httpx.get(live_server + "/status").json()
-    assert status["model"] == str(tiny_model_dir) and status["ready"] is True
+    assert status["model"] == tiny_model_dir.name and status["ready"] is True
+    assert status["model_source"] == str(tiny_model_dir) and status["english_only"] is False
     assert status["compute_type"] == "int8"
     assert status["mel_backend"] == "cpu" and status["mel_backend_reason"]
     assert set(status["mel_fallbacks"]) == {"no_device", "no_xrt", "no_kernel_artifacts",

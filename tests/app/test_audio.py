@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from app.errors import EmptyAudio, UnsupportedMedia
+from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia, WorkStopped
 from app.transcription.audio import decode_audio, measure_audio
 from tests.app.service_helpers import sine_file, video_only_file
+from tests.synth_media import float_wav, silent_flac, tone
 
 
 @pytest.mark.parametrize(("container", "codec", "rate", "layout"), [
@@ -50,6 +52,51 @@ def test_undecodable_is_415():
     with pytest.raises(UnsupportedMedia) as caught:
         decode_audio(io.BytesIO(b"this is not audio at all " * 100))
     assert caught.value.status_code == 415
+
+
+def test_hours_of_silent_flac_stop_at_the_cap_without_materialising_them():
+    bomb = silent_flac(6 * 3600)  # six hours in ~45 KB; ~1.4 GB as float32
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioTooLong, match="600 s") as caught:
+            decode_audio(io.BytesIO(bomb), max_seconds=600)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (caught.value.status_code, caught.value.code) == (413, "audio_too_long")
+    cap_bytes = 600 * 16_000 * 4
+    assert peak < 2 * cap_bytes  # what was decoded up to the cap, not six hours
+
+
+def test_audio_up_to_the_cap_decodes_in_full():
+    audio = decode_audio(io.BytesIO(silent_flac(120)), max_seconds=121)
+    assert audio.shape[0] == 120 * 16_000
+
+
+@pytest.mark.parametrize(("bad", "rate", "channels"), [
+    (np.nan, 16_000, 1),  # no resampling: the samples reach the decoder's output as they are
+    (np.inf, 44_100, 2),
+    (-np.inf, 8_000, 1),
+])
+def test_samples_that_are_not_finite_are_400_invalid_audio(bad, rate, channels):
+    samples = tone(1.0, rate, channels)
+    samples[:, rate // 2] = bad
+    with pytest.raises(InvalidAudio, match="not finite") as caught:
+        decode_audio(io.BytesIO(float_wav(samples, rate)))
+    assert (caught.value.status_code, caught.value.code) == (400, "invalid_audio")
+
+
+def test_decoding_stops_between_frames_once_asked_to():
+    asked = []
+
+    def stop_after_three() -> bool:
+        asked.append(True)
+        return len(asked) > 3
+
+    with pytest.raises(WorkStopped):
+        decode_audio(io.BytesIO(silent_flac(3600)), should_stop=stop_after_three)
+    assert len(asked) == 4
 
 
 @pytest.mark.parametrize(("container", "codec", "seconds"), [("wav", "pcm_s16le", 2.5),

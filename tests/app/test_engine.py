@@ -9,6 +9,7 @@ import whisperx
 from app.settings import Settings
 from app.transcription.audio import decode_audio
 from app.transcription.engine import Engine, carries_signal
+from npu.audio_spec import N_SAMPLES
 from npu.runtime import MelFeatures
 from tests.speech import speech_files
 
@@ -115,6 +116,7 @@ def test_transcripts_equal_stock_whisperx(engine, stock, index):
 def test_word_timestamps_lie_inside_their_segments(engine):
     audio = decode_audio(one_file_per_corpus()[0].open("rb"))
     result = engine.transcribe(audio, word_timestamps=True)
+    assert result.word_timestamps_method == "wav2vec2"
     words = [word for segment in result.segments for word in segment["words"]]
     assert words
     for segment in result.segments:
@@ -128,6 +130,17 @@ def test_unknown_language_is_refused(engine):
 
     with pytest.raises(InvalidRequest, match="language 'xx'"):
         engine.transcribe(np.zeros(16000, np.float32), language="xx")
+
+
+def test_a_multilingual_model_detects_the_language_and_takes_any_it_knows(engine):
+    assert not engine.english_only
+    with next(f for f in speech_files() if f.parent.name == "jfk").open("rb") as source:
+        jfk = decode_audio(source)
+    detected = engine.transcribe(jfk)
+    assert detected.language in engine.supported_languages
+    assert detected.language == engine.pipeline.detect_language(jfk[:N_SAMPLES])
+    assert engine.transcribe(jfk, language="de").language == "de"
+    assert engine.transcribe(jfk, task="translate", language="de").language == "de"
 
 
 @pytest.mark.parametrize(("samples", "expected"), [

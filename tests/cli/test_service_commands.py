@@ -1,4 +1,5 @@
-"""``amanuensis tiny-model``, ``transcribe`` and ``bench serve``, run as a user would."""
+"""``amanuensis tiny-model``, ``transcribe``, ``bench serve`` and ``bench wer``, run as a user
+would."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from app.cli import main
 from app.transcription.tiny_model import RANDOM_WEIGHTS_NOTICE
 from tests.app.service_helpers import clip, soundfile_duration
 from tests.conftest import REPO_ROOT
+from tests.speech import speech_utterances
 
 
 def test_tiny_model_writes_a_labelled_model(tmp_path, capsys):
@@ -50,16 +52,46 @@ def test_transcribe_reports_a_missing_file(tiny_settings, tmp_path, capsys):
     assert "absent.wav" in capsys.readouterr().err
 
 
-def test_bench_serve_prints_a_json_last_line(tiny_env):
+REAL_MODEL_ENV = {"AMANUENSIS_MEL_BACKEND": "cpu", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                  "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+"""A user's environment with nothing but the mel back-end chosen: the default (real) model."""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
-         "bench", "serve", "--seconds", "10", "--repeats", "1", "--settle", "0.1"],
-        check=False, cwd=REPO_ROOT, env={**tiny_env, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())", *args],
+        check=False, cwd=REPO_ROOT, env=REAL_MODEL_ENV, capture_output=True, text=True,
+        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_bench_serve_prints_a_json_last_line():
+    result = run_cli("bench", "serve", "--seconds", "10", "--repeats", "1", "--settle", "0.1")
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert last["audio_seconds"] == 10.0
+    assert last["model"] == "tiny.en"
     assert last["overhead_ratio"] == pytest.approx(last["service_seconds"] / last["direct_seconds"],
                                                    rel=1e-2)
     assert last["service_x_realtime"] == pytest.approx(10.0 / last["service_seconds"], rel=1e-2)
     assert last["mel_backend"] == "cpu"
+
+
+@pytest.mark.slow
+def test_bench_wer_on_a_folder_of_audio_with_references(tmp_path):
+    utterances = speech_utterances()
+    chosen = [u for u in utterances if u.audio.parent.name in ("jfk", "librispeech")][:3]
+    for utterance in chosen:
+        (tmp_path / utterance.audio.name).symlink_to(utterance.audio)
+        (tmp_path / utterance.audio.with_suffix(".txt").name).write_text(utterance.reference)
+    (tmp_path / "unreferenced.flac").symlink_to(utterances[-1].audio)
+    rows = run_cli("bench", "wer", str(tmp_path)).stdout.strip().splitlines()
+    last = json.loads(rows[-1])
+    assert [row.split(":")[0] for row in rows[-4:-1]] == sorted(u.name for u in chosen)
+    assert last["files"] == 3 and last["model"] == "tiny.en" and last["beam_size"] == 5
+    assert 0 <= last["engine_wer"] <= 0.1 and 0 <= last["faster_whisper_wer"] <= 0.1
+    assert last["wer_delta_points"] == pytest.approx(
+        100 * (last["engine_wer"] - last["faster_whisper_wer"]), abs=0.02)
+    assert last["speed_ratio"] == pytest.approx(
+        last["engine_x_realtime"] / last["faster_whisper_x_realtime"], rel=0.02)

@@ -111,6 +111,23 @@ def promql_identifiers(expr: str) -> tuple[set[str], set[str]]:
     return functions, metrics
 
 
+DEPLOY_REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Build time, image size and the image tests' other timings, after the run."""
+    if DEPLOY_REPORT:
+        terminalreporter.section("deployment timings")
+        for line in DEPLOY_REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def deploy_report():
+    """``deploy_report(line)``: a line for the "deployment timings" summary section."""
+    return DEPLOY_REPORT.append
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

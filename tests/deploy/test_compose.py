@@ -40,7 +40,9 @@ def dockerfile_env(instructions) -> dict[str, str]:
 
 
 def port_of_health_probe(command: list[str]) -> int:
-    [port] = re.findall(r"http://127\.0\.0\.1:(\d+)/health", " ".join(command))
+    """The port the probe uses with the image's environment: AMANUENSIS_PORT's default."""
+    [port] = re.findall(r"environ\.get\('AMANUENSIS_PORT', '(\d+)'\)", " ".join(command))
+    assert "http://127.0.0.1:%s/health" in " ".join(command), command
     return int(port)
 
 
@@ -65,13 +67,8 @@ def image(repo_root):
     [cmd] = [json.loads(args) for name, args in stage if name == "CMD"]
     [health] = [args for name, args in stage if name == "HEALTHCHECK"]
     [volume] = [json.loads(args) for name, args in stage if name == "VOLUME"]
-    workdirs = [args for name, args in instructions if name == "WORKDIR"]
     return {
         "all": instructions,
-        "workdir": workdirs[-1],
-        "build_workdirs": workdirs[:-1],
-        "copies_from_build": [args.split()[1:] for name, args in stage
-                              if name == "COPY" and args.startswith("--from=build")],
         "env": dockerfile_env(stage),
         "cmd": cmd,
         "health_cmd": json.loads(health.split(" CMD ", 1)[1]),
@@ -109,15 +106,6 @@ def container_settings(settings_class, image, service, monkeypatch):
         if key.startswith("AMANUENSIS_"):
             monkeypatch.setenv(key, str(value))
     return settings_class(_env_file=None)
-
-
-def container_kernel_dir(settings, image, repo_root) -> Path:
-    """Where the containerised service looks for kernels. The image keeps the repository
-    layout at its WORKDIR, so a relative setting and the repository default both land there."""
-    kernel_dir = Path(settings.kernel_dir)
-    if kernel_dir.is_absolute() and kernel_dir.is_relative_to(repo_root):
-        kernel_dir = kernel_dir.relative_to(repo_root)
-    return Path(image["workdir"]) / kernel_dir
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +186,8 @@ def test_service_port_agrees_everywhere(config, image, settings_class, repo_root
     service = config["services"]["amanuensis"]
     assert container_ports(service) == [port]
     assert image["expose"] == [port]
-    assert image["cmd"][image["cmd"].index("--port") + 1] == str(port)
-    assert image["cmd"][image["cmd"].index("--host") + 1] == "0.0.0.0"
+    assert "AMANUENSIS_PORT" not in image["env"]
+    assert settings_class.model_fields["host"].default == "0.0.0.0"
     assert port_of_health_probe(image["health_cmd"]) == port
     assert service["healthcheck"]["test"] == ["CMD", *image["health_cmd"]]
     environment = service.get("environment", {})
@@ -211,11 +199,11 @@ def test_service_port_agrees_everywhere(config, image, settings_class, repo_root
     assert job["static_configs"] == [{"targets": [f"amanuensis:{port}"]}]
 
 
-def test_image_runs_the_app_factory_as_non_root(image):
-    assert image["cmd"][:3] == ["uvicorn", "--factory", "app.service:create_app"]
-    # The project directory is installed editable in the build stage and copied unchanged.
-    assert image["build_workdirs"][-1] == image["workdir"]
-    assert [image["workdir"], image["workdir"]] in image["copies_from_build"]
+def test_image_runs_the_service_command_as_non_root(image):
+    """`amanuensis serve` (host and port from the settings), from the image's venv, which
+    holds the project as a regular install (tests/deploy/test_image.py runs it)."""
+    assert image["cmd"] == ["amanuensis", "serve"]
+    assert image["env"]["PATH"].split(":")[0] == "/opt/venv/bin"
     [user] = image["user"]
     assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
 
@@ -262,8 +250,9 @@ def test_npu_overlay_hands_the_npu_to_the_container(npu_config, image, settings_
     # auto: the NPU when it opens, otherwise the CPU with the reason counted.
     assert settings.mel_backend == "auto"
     assert settings.npu_device_id == 0
-    kernel_dir = container_kernel_dir(settings, image, repo_root)
-    assert bind_mounts(service)[str(kernel_dir)] == str(repo_root / "kernels" / "build")
+    # The installed package has no built kernels: the overlay mounts them and says where.
+    assert settings.kernel_dir.is_absolute()
+    assert bind_mounts(service)[str(settings.kernel_dir)] == str(repo_root / "kernels" / "build")
 
 
 def test_prometheus_and_grafana_mounts_match_their_configs(config, repo_root):

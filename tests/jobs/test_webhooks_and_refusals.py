@@ -208,6 +208,11 @@ def test_refusals_in_the_error_shape(tiny_model_dir, tmp_path):
         tone = sine_file("wav", "pcm_s16le", seconds=1.0)
         unauthenticated = client.post("/v1/jobs", files={"file": ("a.wav", tone)})
         assert unauthenticated.status_code == 401
+        for path in ("/v1/jobs", "/v1/jobs/job_x", "/v1/jobs/job_x/result"):
+            refused = client.get(path)
+            assert (refused.status_code, refused.json()["error"]["type"]) == \
+                (401, "authentication_error"), path
+        assert client.delete("/v1/jobs/job_x").status_code == 401
         client.headers["Authorization"] = "Bearer k"
         too_long = client.post("/v1/jobs", files={"file": ("a.wav", tone)})
         assert too_long.status_code == 413

@@ -1,0 +1,1 @@
+"""Real speech through the real default model (the bundled tiny.en)."""
