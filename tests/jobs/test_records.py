@@ -12,7 +12,7 @@ from app.jobs.storage import AUDIO, DirectoryFiles
 from app.jobs.tasks import sweep_expired
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def records(request, tmp_path):
     if request.param == "sqlite":
         store = JobRecords.from_url(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
