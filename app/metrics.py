@@ -1,7 +1,8 @@
 """Prometheus metrics, one registry per app (names are a contract with the dashboard).
 
 Request-side metrics are updated by the request middleware and the transcription route; the
-runtime's own counts (fallbacks by reason, which mel back-end is active) are read from
+runtime's own counts (fallbacks by reason, which back-end is active - for the mel front-end and
+for each op, GELU and attention - and the ops' calls per back-end) are read from
 ``runtime.get_performance_metrics()`` at scrape time, so they are never out of step with it.
 """
 
@@ -14,9 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from npu.backend import CPU, NPU_BATCH, NPU_FRAME, FallbackReason
+from npu.backend import CPU, NPU, NPU_BATCH, NPU_FRAME, OPS, FallbackReason
 
 MEL_BACKENDS = (NPU_BATCH, NPU_FRAME, CPU)
+OP_BACKENDS = (NPU, CPU)
 STAGES = ("decode", "mel", "asr", "align", "format")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -95,6 +97,7 @@ class _RuntimeCollector(Collector):
             info.add_metric([backend], 1.0 if backend == active else 0.0)
         yield info
         yield from _mel_backend_families(metrics.get("backends", {}))
+        yield from _op_families(metrics.get("ops", {}))
 
 
 def _mel_backend_families(backends: dict[str, dict]) -> Iterable[Any]:
@@ -115,3 +118,24 @@ def _mel_backend_families(backends: dict[str, dict]) -> Iterable[Any]:
         compute.add_metric([backend], float(counts.get("compute_seconds", 0.0)))
         realtime.add_metric([backend], float(counts.get("x_realtime", 0.0)))
     yield from (audio, compute, realtime)
+
+
+def _op_families(ops: dict) -> Iterable[Any]:
+    """GELU and attention: fallbacks by reason, the active back-end, calls per back-end."""
+    fallbacks = CounterMetricFamily("amanuensis_op_fallbacks", "op back-end fallbacks by reason",
+                                    labels=["op", "reason"])
+    info = GaugeMetricFamily("amanuensis_op_backend_info",
+                             "1 for each op's active back-end, 0 for the others",
+                             labels=["op", "backend"])
+    calls = CounterMetricFamily("amanuensis_op_calls", "op calls by the back-end that served them",
+                                labels=["op", "backend"])
+    for op in OPS:
+        metrics = ops.get(op, {})
+        for reason in FallbackReason:
+            fallbacks.add_metric([op, reason.value],
+                                 float(metrics.get("fallbacks", {}).get(reason.value, 0)))
+        for backend in OP_BACKENDS:
+            info.add_metric([op, backend], 1.0 if backend == metrics.get("backend") else 0.0)
+            served = metrics.get("backends", {}).get(backend, {})
+            calls.add_metric([op, backend], float(served.get("calls", 0)))
+    yield from (fallbacks, info, calls)

@@ -1,9 +1,10 @@
-"""The interface every mel back-end implements, and the fixed set of reasons for leaving one.
+"""The interfaces the runtime's back-ends implement (mel, GELU, attention), and the fixed set of
+reasons for leaving one.
 
-The runtime owns an ordered list of back-end factories (``npu-batch`` -> ``npu-frame`` -> ``cpu``).
-A factory either returns an open back-end or raises :class:`MelBackendError` naming why it cannot;
-a back-end raises the same error from :meth:`MelBackend.log_mel` when a call fails. The runtime
-never asks which concrete class it holds.
+The runtime owns, per op, an ordered list of back-end factories (mel: ``npu-batch`` ->
+``npu-frame`` -> ``cpu``; GELU and attention: ``npu`` -> ``cpu``). A factory either returns an
+open back-end or raises :class:`BackendError` naming why it cannot; a back-end raises the same
+error from its call when the call fails. The runtime never asks which concrete class it holds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ NPU_BATCH = "npu-batch"
 NPU_FRAME = "npu-frame"
 """The same kernel at the seed's small batch (30 frames) per call."""
 CPU = "cpu"
-"""The CPU front-end, always the last resort."""
+"""The CPU front-end (or CPU op), always the last resort."""
+NPU = "npu"
+"""The GELU or attention kernel on the NPU."""
+OPS = ("gelu", "attention")
+"""The transformer ops the runtime dispatches besides the mel front-end."""
 
 
 class FallbackReason(str, Enum):
@@ -35,13 +40,17 @@ class FallbackReason(str, Enum):
     BAD_OUTPUT = "bad_output"
 
 
-class MelBackendError(RuntimeError):
+class BackendError(RuntimeError):
     """A back-end cannot open or cannot complete a call; ``reason`` says which way it failed."""
 
     def __init__(self, reason: FallbackReason, detail: str) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+MelBackendError = BackendError
+"""The mel front-end's name for :class:`BackendError`."""
 
 
 class MelBackend(Protocol):
@@ -72,6 +81,29 @@ class SelfCheckingBackend(MelBackend, Protocol):
         """Raise :class:`MelBackendError` (``bad_output`` or ``run_failed``) when a known input
         no longer gives the known answer."""
         ...
+
+
+class GeluBackend(Protocol):
+    """Exact-erf GELU, elementwise, any shape; float32 out."""
+
+    name: str
+
+    def gelu(self, x: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class AttentionBackend(Protocol):
+    """``softmax(q k^T / sqrt(d)) v`` over ``[..., seq, dim]`` arrays, no mask; float32 out.
+    The NPU back-end takes the shapes :func:`npu.ops.tables.attention_kernel_takes` accepts;
+    the runtime sends every other call (and every masked one) to the CPU, not counted as a
+    fallback."""
+
+    name: str
+
+    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 MelBackendFactory = Callable[[FrontEndConfig], MelBackend]

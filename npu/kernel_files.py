@@ -23,3 +23,9 @@ HOST_BUILD_DIR = DEFAULT_KERNEL_DIR / "host"
 
 MEL_CONFIG_HEADER = KERNELS_DIR / "mel" / "mel_config.h"
 """The mel kernel's sizes and formats, read by :mod:`npu.mel.tables`."""
+
+GELU_CONFIG_HEADER = KERNELS_DIR / "gelu" / "gelu_config.h"
+"""The GELU kernel's sizes, read by :mod:`npu.ops.tables`."""
+
+ATTENTION_CONFIG_HEADER = KERNELS_DIR / "attention" / "attention_config.h"
+"""The attention kernel's sizes, read by :mod:`npu.ops.tables`."""

@@ -1,7 +1,8 @@
-"""The mel kernel compiled for the host (``kernels/build/host/libmel_n<M>.so``), through ctypes.
+"""The kernels compiled for the host (``kernels/build/host/lib*.so``), through ctypes: the mel
+kernel per n_mels, GELU and attention.
 
-The same C++ source the NPU runs, built by ``make -C kernels host`` (run once per process: make
-rebuilds only what changed, so the library always reflects the current source).
+The same C++ sources the NPU runs, built by ``make -C kernels host`` (run once per process: make
+rebuilds only what changed, so the libraries always reflect the current sources).
 """
 
 from __future__ import annotations
@@ -71,3 +72,71 @@ class HostKernel:
 @cache
 def host_kernel(n_mels: int) -> HostKernel:
     return HostKernel(n_mels)
+
+
+def _bits(array: np.ndarray, what: str) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint16:
+        raise ValueError(f"{what} must be bf16 bit patterns (uint16), got {array.dtype}")
+    return array
+
+
+class HostGelu:
+    """Calls ``gelu_bf16(in, out, n)`` of the host-built GELU kernel."""
+
+    def __init__(self) -> None:
+        build_host_library()
+        self._lib = ctypes.CDLL(str(HOST_BUILD_DIR / "libgelu.so"))
+        self._lib.gelu_bf16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+        self._lib.gelu_bf16.restype = None
+
+    def __call__(self, bits: np.ndarray) -> np.ndarray:
+        """bf16 bits (any shape) -> GELU as bf16 bits of the same shape."""
+        bits = _bits(bits, "GELU input")
+        out = np.empty_like(bits)
+        self._lib.gelu_bf16(bits.ctypes.data, out.ctypes.data, bits.size)
+        return out
+
+
+class HostAttention:
+    """Calls ``attention_head(q, k^T, v, out, n_q, n_k)`` of the host-built attention kernel."""
+
+    def __init__(self) -> None:
+        from npu.ops import tables
+
+        build_host_library()
+        self._lib = ctypes.CDLL(str(HOST_BUILD_DIR / "libattention.so"))
+        self._lib.attention_head.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 2
+        self._lib.attention_head.restype = ctypes.c_int32
+        self._lib.attention_kernel_head_dim.restype = ctypes.c_int32
+        config = tables.attention_config()
+        self.head_dim, self.max_keys = config["HEAD_DIM"], config["MAX_KEYS"]
+        if self._lib.attention_kernel_head_dim() != self.head_dim:
+            raise KernelBuildError("libattention.so was built for another head dimension")
+
+    def __call__(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """bf16 bits ``q [n_q, D]``, ``k, v [n_k, D]`` -> bf16 bits ``[n_q, D]``."""
+        q, v = _bits(q, "q"), _bits(v, "v")
+        kt = np.ascontiguousarray(_bits(k, "k").T)
+        n_q, n_k = q.shape[0], v.shape[0]
+        shapes_ok = (q.ndim == 2 and q.shape[1] == self.head_dim and kt.shape == (self.head_dim, n_k)
+                     and v.shape == (n_k, self.head_dim) and n_q >= 1 and 1 <= n_k <= self.max_keys)
+        if not shapes_ok:
+            raise ValueError(f"attention kernel takes q [n, {self.head_dim}], k and v "
+                             f"[1..{self.max_keys}, {self.head_dim}]; got {q.shape} {k.shape} {v.shape}")
+        out = np.empty_like(q)
+        status = self._lib.attention_head(q.ctypes.data, kt.ctypes.data, v.ctypes.data,
+                                          out.ctypes.data, n_q, n_k)
+        if status:
+            raise ValueError(f"attention kernel refused {n_q} queries x {n_k} keys")
+        return out
+
+
+@cache
+def host_gelu() -> HostGelu:
+    return HostGelu()
+
+
+@cache
+def host_attention() -> HostAttention:
+    return HostAttention()

@@ -1,34 +1,22 @@
-"""``UnifiedNPURuntime``: one per process; log-mel features from the best working back-end.
+"""``UnifiedNPURuntime``: one per process; log-mel features, GELU and attention from the best
+working back-end of each.
 
-Tiers are tried in order ``npu-batch`` -> ``npu-frame`` -> ``cpu``, at start-up and again when a
-call fails: the failed call is retried on the next tier, so the caller still gets correct
-features. Every skipped or abandoned tier counts one fallback under its reason (the fixed set in
-:class:`npu.backend.FallbackReason`); each reason is logged as a warning the first time it occurs
-and at debug level afterwards, never once per call.
-
-A tier left for a reason that can pass (``run_failed``, ``bad_output``, ``load_failed``) is not
-left for good: ``npu_retry_seconds`` after the failure, the next call tries the tiers from the
-top again (and counts a fallback again if they still fail). Missing hardware, XRT or kernel
-artifacts do not come back without a restart: such a tier is never tried again, so its reason is
-counted once per process.
-
-An NPU back-end that can prove itself (``self_check``, the known-answer probe) is probed again
-while serving, every ``probe_every_calls`` calls or ``probe_interval_seconds`` seconds, before
-the call that finds it due: a device that starts answering plausibly wrong is left with
-``bad_output`` and that call is served by the next tier.
+The mel front-end's tiers are ``npu-batch`` -> ``npu-frame`` -> ``cpu``, resolved at start-up;
+GELU's and attention's are ``npu`` -> ``cpu``, resolved at their first call. All three go
+through the one fallback mechanism, :class:`npu.tiers.TieredOp`: the same fixed reasons, the
+same counting (a permanent reason once per process, a transient one retried after
+``npu_retry_seconds``), the same repeated known-answer probe.
 
 What the runtime is allowed to use and where it finds it is one :class:`~npu.config.FrontEndConfig`;
 the constructor keeps the seed's parameters and maps them onto it (:meth:`FrontEndConfig.from_seed`),
-:meth:`UnifiedNPURuntime.from_config` takes one directly.
+:meth:`UnifiedNPURuntime.from_config` takes one directly. ``enable_gelu`` / ``enable_attention``
+allow those ops on the NPU (the ``cpu`` mode never touches the NPU for any op).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Self
 
@@ -36,8 +24,10 @@ import numpy as np
 
 from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from npu.backend import (
+    NPU,
     NPU_BATCH,
     NPU_FRAME,
+    BackendError,
     FallbackReason,
     MelBackend,
     MelBackendError,
@@ -51,52 +41,45 @@ from npu.config import (
 )
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import CpuMelBackend
-from npu.ops import cpu as cpu_ops
-
-logger = logging.getLogger(__name__)
-TRANSIENT_REASONS = frozenset(
-    {FallbackReason.RUN_FAILED, FallbackReason.BAD_OUTPUT, FallbackReason.LOAD_FAILED}
-)
+from npu.ops import tables as op_tables
+from npu.ops.cpu import CpuAttentionBackend, CpuGeluBackend
+from npu.tiers import TieredOp
 
 
 def _open_npu_batch(config: FrontEndConfig) -> MelBackend:
-    return _npu_mel_module().open_npu_batch(config)
+    return _npu_module("npu.mel.npu").open_npu_batch(config)
 
 
 def _open_npu_frame(config: FrontEndConfig) -> MelBackend:
-    return _npu_mel_module().open_npu_frame(config)
+    return _npu_module("npu.mel.npu").open_npu_frame(config)
 
 
-def _npu_mel_module():
-    """The NPU back-end module, imported only when an NPU tier is tried."""
+def _open_npu_gelu(config: FrontEndConfig):
+    return _npu_module("npu.ops.npu").open_npu_gelu(config)
+
+
+def _open_npu_attention(config: FrontEndConfig):
+    return _npu_module("npu.ops.npu").open_npu_attention(config)
+
+
+def _npu_module(name: str):
+    """An NPU back-end module, imported only when an NPU tier is tried."""
+    import importlib
+
     try:
-        from npu.mel import npu as npu_mel
+        return importlib.import_module(name)
     except ImportError as exc:
-        raise MelBackendError(FallbackReason.LOAD_FAILED, f"npu.mel.npu cannot be imported: {exc}")
-    return npu_mel
+        raise BackendError(FallbackReason.LOAD_FAILED, f"{name} cannot be imported: {exc}")
 
 
 def default_backend_factories() -> list[tuple[str, MelBackendFactory]]:
-    """The NPU tiers in order of preference (the CPU is always the last resort)."""
+    """The NPU tiers of the mel front-end in order of preference (the CPU is the last resort)."""
     return [(NPU_BATCH, _open_npu_batch), (NPU_FRAME, _open_npu_frame)]
 
 
-@dataclass
-class _BackendMetrics:
-    calls: int = 0
-    frames: int = 0
-    audio_seconds: float = 0.0
-    compute_seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        x_realtime = self.audio_seconds / self.compute_seconds if self.compute_seconds > 0 else 0.0
-        return {
-            "calls": self.calls,
-            "frames": self.frames,
-            "audio_seconds": self.audio_seconds,
-            "compute_seconds": self.compute_seconds,
-            "x_realtime": x_realtime,
-        }
+def default_op_factories() -> dict[str, list[tuple[str, Callable]]]:
+    """The NPU tiers of GELU and attention (the CPU is the last resort)."""
+    return {"gelu": [(NPU, _open_npu_gelu)], "attention": [(NPU, _open_npu_attention)]}
 
 
 class MelFeatures(NamedTuple):
@@ -150,41 +133,38 @@ class UnifiedNPURuntime:
         enable_gelu: bool = True,
         enable_attention: bool = True,
         backend_factories: Sequence[tuple[str, MelBackendFactory]] | None = None,
+        op_factories: dict[str, Sequence[tuple[str, Callable]]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Self:
-        """The runtime for one resolved front-end configuration (how the service builds it)."""
+        """The runtime for one resolved front-end configuration (how the service builds it);
+        ``op_factories`` replaces the NPU tiers of ``gelu`` / ``attention`` (tests, tools)."""
         runtime = cls.__new__(cls)
-        runtime._start(config, enable_gelu, enable_attention, backend_factories, clock)
+        runtime._start(config, enable_gelu, enable_attention, backend_factories, clock,
+                       op_factories)
         return runtime
 
     def _start(self, config: FrontEndConfig, enable_gelu: bool, enable_attention: bool,
                backend_factories: Sequence[tuple[str, MelBackendFactory]] | None,
-               clock: Callable[[], float]) -> None:
+               clock: Callable[[], float],
+               op_factories: dict[str, Sequence[tuple[str, Callable]]] | None = None) -> None:
         self.config = config
         self.enable_gelu = enable_gelu
         self.enable_attention = enable_attention
-        self._clock = clock
-        self._retry_at: float | None = None
         tiers = list(default_backend_factories() if backend_factories is None else backend_factories)
         if not config.use_batch_tier:
             tiers = [(name, factory) for name, factory in tiers if name != NPU_BATCH]
-        self._tiers = tiers if config.uses_npu else []
-        self._gone_for_good: set[int] = set()
-        self._calls_since_probe = 0
-        self._probed_at = clock()
-
-        self._state_lock = threading.Lock()
-        self._npu_call_lock = threading.Lock()
-        self._metrics: dict[str, _BackendMetrics] = {}
-        self._fallbacks = {reason.value: 0 for reason in FallbackReason}
-        self._logged_reasons: set[str] = set()
-        self._closed = False
-        self._active: MelBackend | None = None
-        self._active_tier = -1
-        self._reason = ""
-        self._cpu: CpuMelBackend | None = None
-        with self._state_lock:
-            self._resolve(first_tier=0, why_left=[] if config.uses_npu else ["enable_mel=False"])
+        self._mel = TieredOp("mel", config, tiers, lambda: CpuMelBackend(config.n_mels),
+                             npu_allowed=config.uses_npu, disabled_reason="enable_mel=False",
+                             cpu_label="cpu front-end", clock=clock)
+        op_tiers = {**default_op_factories(), **(op_factories or {})}
+        enabled = {"gelu": enable_gelu, "attention": enable_attention}
+        cpu_backends = {"gelu": CpuGeluBackend, "attention": CpuAttentionBackend}
+        self._ops = {
+            op: TieredOp(op, config, op_tiers[op], cpu_backends[op],
+                         npu_allowed=enabled[op] and config.uses_npu,
+                         disabled_reason=f"enable_{op}=False" if not enabled[op]
+                         else f"mel mode {config.mode.value}", clock=clock, eager=False)
+            for op in ("gelu", "attention")}
 
     # ---- the seed's attributes, read from the configuration ------------------------------------
 
@@ -220,93 +200,15 @@ class UnifiedNPURuntime:
     def npu_retry_seconds(self) -> float | None:
         return self.config.npu_retry_seconds
 
-    # ---- back-end selection -------------------------------------------------------------------
-
-    def _resolve(
-        self, first_tier: int, why_left: list[str], last_error: MelBackendError | None = None
-    ) -> None:
-        """Open the first working tier from ``first_tier`` on; the CPU when none works.
-
-        Called with ``_state_lock`` held. ``why_left`` carries the story so far for the reason,
-        ``last_error`` the failure that started this resolution, if any.
-        """
-        for index in range(first_tier, len(self._tiers)):
-            if index in self._gone_for_good:
-                continue
-            name, factory = self._tiers[index]
-            try:
-                backend = factory(self.config)
-            except MelBackendError as exc:
-                last_error = exc
-            except Exception as exc:  # a factory bug must not take the service down
-                last_error = MelBackendError(FallbackReason.LOAD_FAILED, f"{type(exc).__name__}: {exc}")
-            else:
-                self._active, self._active_tier = backend, index
-                self._reason = "; ".join(why_left + [f"{name} opened"])
-                self._calls_since_probe, self._probed_at = 0, self._clock()
-                return
-            self._count_fallback(index, last_error)
-            why_left.append(f"{name} unavailable ({last_error.reason.value}: {last_error.detail})")
-        if last_error is not None and not self.fallback_to_cpu:
-            self._active, self._active_tier = None, len(self._tiers)
-            raise MelBackendError(last_error.reason, "; ".join(why_left) + "; fallback_to_cpu=False")
-        if self._cpu is None:
-            self._cpu = CpuMelBackend(self.n_mels)
-        self._active, self._active_tier = self._cpu, len(self._tiers)
-        self._reason = "; ".join(why_left + ["cpu front-end"]) if why_left else "cpu front-end"
-
-    def _count_fallback(self, tier: int, error: MelBackendError) -> None:
-        """Count leaving ``tier``; a tier left for a permanent reason is never tried again."""
-        reason = error.reason.value
-        self._fallbacks[reason] += 1
-        if error.reason not in TRANSIENT_REASONS:
-            self._gone_for_good.add(tier)
-        elif self.npu_retry_seconds is not None:
-            self._retry_at = self._clock() + self.npu_retry_seconds
-        level = logging.DEBUG if reason in self._logged_reasons else logging.WARNING
-        self._logged_reasons.add(reason)
-        logger.log(level, "mel back-end %s left (%s): %s", self._tiers[tier][0], reason,
-                   error.detail)
-
-    def _leave(self, backend: MelBackend, error: MelBackendError) -> None:
-        """A call on ``backend`` failed: count it, close it, re-resolve from the next tier."""
-        with self._state_lock:
-            if self._active is not backend:
-                return  # another thread already moved on
-            name = self._tiers[self._active_tier][0]
-            self._count_fallback(self._active_tier, error)
-            _close_quietly(backend)
-            left = [f"{name} failed ({error.reason.value}: {error.detail})"]
-            self._resolve(first_tier=self._active_tier + 1, why_left=left, last_error=error)
-
     # ---- public API ---------------------------------------------------------------------------
 
     @property
     def mel_backend_name(self) -> str:
-        with self._state_lock:
-            return self._active.name if self._active is not None else "none"
+        return self._mel.backend_name
 
     @property
     def mel_backend_reason(self) -> str:
-        with self._state_lock:
-            return self._reason
-
-    def _retry_npu_if_due(self) -> None:
-        """Re-resolve from the top tier once the retry time after a transient failure is reached."""
-        if self._retry_at is None or self._clock() < self._retry_at:
-            return
-        with self._npu_call_lock, self._state_lock:
-            if self._closed or self._retry_at is None or self._clock() < self._retry_at:
-                return
-            self._retry_at = None
-            if self._active_tier == 0:
-                return
-            logger.info("retrying the NPU mel tiers %s s after a transient failure",
-                        self.npu_retry_seconds)
-            if self._active is not None and self._active is not self._cpu:
-                _close_quietly(self._active)  # one device context at a time
-                self._active = None
-            self._resolve(first_tier=0, why_left=[f"NPU retried after {self.npu_retry_seconds} s"])
+        return self._mel.reason
 
     def process_audio_to_features(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
         """Float32 ``[n_mels, n_frames]`` log-mel features, as ``whisperx.audio.log_mel_spectrogram``."""
@@ -315,83 +217,55 @@ class UnifiedNPURuntime:
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
         """:meth:`process_audio_to_features` and the name of the back-end that served the call."""
         samples = validate_audio(audio, padding)
-        self._retry_npu_if_due()
-        while True:
-            with self._state_lock:
-                if self._closed:
-                    raise RuntimeError("UnifiedNPURuntime is closed")
-                backend = self._active
-                if backend is None:
-                    raise MelBackendError(FallbackReason.RUN_FAILED, "no mel back-end is open")
-            if backend is self._cpu:
-                return MelFeatures(self._timed(backend, samples, padding), backend.name)
-            with self._npu_call_lock:
-                if backend is not self._active:
-                    continue
-                try:
-                    self._probe_if_due(backend)
-                    return MelFeatures(self._timed(backend, samples, padding), backend.name)
-                except ValueError:
-                    raise  # bad input (e.g. NaN, refused by every back-end), not a failure
-                except MelBackendError as exc:
-                    error = exc
-                except Exception as exc:
-                    error = MelBackendError(FallbackReason.RUN_FAILED, f"{type(exc).__name__}: {exc}")
-                self._leave(backend, error)
-
-    def _probe_if_due(self, backend: MelBackend) -> None:
-        """Repeat ``backend``'s known-answer probe when ``probe_every_calls`` calls or
-        ``probe_interval_seconds`` have passed since the last one (called under the NPU lock)."""
-        self_check = getattr(backend, "self_check", None)
-        if self_check is None:
-            return
-        config, now = self.config, self._clock()
-        due = (config.probe_every_calls is not None
-               and self._calls_since_probe >= config.probe_every_calls) or \
-              (config.probe_interval_seconds is not None
-               and now - self._probed_at >= config.probe_interval_seconds)
-        if due:
-            self._calls_since_probe, self._probed_at = 0, now
-            self_check()
-        self._calls_since_probe += 1
-
-    def _timed(self, backend: MelBackend, samples: np.ndarray, padding: int) -> np.ndarray:
-        started = time.perf_counter()
-        features = backend.log_mel(samples, padding)
-        elapsed = time.perf_counter() - started
-        _check_features(features, self.n_mels, (samples.size + padding) // HOP_LENGTH)
-        with self._state_lock:
-            metrics = self._metrics.setdefault(backend.name, _BackendMetrics())
-            metrics.calls += 1
-            metrics.frames += features.shape[1]
-            metrics.audio_seconds += samples.size / SAMPLE_RATE
-            metrics.compute_seconds += elapsed
-        return features
+        n_frames = (samples.size + padding) // HOP_LENGTH
+        features, name = self._mel.call(
+            lambda backend: backend.log_mel(samples, padding),
+            check=lambda features: _check_features(features, self.n_mels, n_frames),
+            amounts=lambda features: {"frames": features.shape[1],
+                                      "audio_seconds": samples.size / SAMPLE_RATE})
+        return MelFeatures(features, name)
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
-        """Exact-erf GELU (CPU; ``enable_gelu`` reserves the NPU path for a later kernel)."""
-        return cpu_ops.gelu(x)
+        """Exact-erf GELU of ``x`` (any shape; float32 out on the NPU, the input's float dtype on
+        the CPU). On the NPU it is computed in bf16 (error: ``kernels/README.md``)."""
+        x = np.asarray(x)
+        out, _ = self._ops["gelu"].call(
+            lambda backend: backend.gelu(x),
+            check=lambda out: _check_op_output(out, x.shape, "gelu"),
+            amounts=lambda out: {"elements": x.size})
+        return out
 
     def attention(
         self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
     ) -> np.ndarray:
-        """Scaled dot-product attention over ``[..., seq, dim]`` (CPU for now)."""
-        return cpu_ops.attention(q, k, v, mask)
+        """Scaled dot-product attention over ``[..., seq, dim]``. On the NPU (bf16 in and out,
+        float32 accumulation) for the shapes its design takes and no mask; else on the CPU."""
+        tier = self._ops["attention"]
+        amounts = {"heads": int(np.prod(np.shape(q)[:-2], dtype=np.int64))}
+        if mask is not None or not op_tables.attention_kernel_takes(
+                np.shape(q), np.shape(k), np.shape(v)):
+            out, _ = tier.call_cpu(lambda backend: backend.attention(q, k, v, mask),
+                                   amounts=lambda out: amounts)
+            return out
+        out, _ = tier.call(lambda backend: backend.attention(q, k, v),
+                           check=lambda out: _check_op_output(out, np.shape(q), "attention"),
+                           amounts=lambda out: amounts)
+        return out
 
     def get_performance_metrics(self) -> dict:
-        with self._state_lock:
-            return {
-                "backends": {name: m.as_dict() for name, m in self._metrics.items()},
-                "fallbacks": dict(self._fallbacks),
-                "mel_backend": self._active.name if self._active is not None else "none",
-                "mel_backend_reason": self._reason,
-            }
+        mel = self._mel.metrics()
+        return {
+            "backends": mel["backends"],
+            "fallbacks": mel["fallbacks"],
+            "mel_backend": mel["backend"],
+            "mel_backend_reason": mel["reason"],
+            "ops": {op: tier.metrics() for op, tier in self._ops.items()},
+        }
 
     def reset_metrics(self) -> None:
-        """Zero the per-back-end counters and the fallback counts; the chosen back-end stays."""
-        with self._state_lock:
-            self._metrics.clear()
-            self._fallbacks = {reason.value: 0 for reason in FallbackReason}
+        """Zero the per-back-end counters and the fallback counts; the chosen back-ends stay."""
+        for tier in (self._mel, *self._ops.values()):
+            tier.reset_metrics()
 
     def print_performance_summary(self) -> None:
         metrics = self.get_performance_metrics()
@@ -405,19 +279,13 @@ class UnifiedNPURuntime:
             )
         fallbacks = {reason: n for reason, n in metrics["fallbacks"].items() if n}
         print("fallbacks: " + (", ".join(f"{r}={n}" for r, n in fallbacks.items()) or "none"))
+        for op, m in metrics["ops"].items():
+            calls = ", ".join(f"{name}={b['calls']}" for name, b in m["backends"].items()) or "none"
+            print(f"{op}: {m['backend']} ({m['reason']}); calls {calls}")
 
     def close(self) -> None:
-        with self._state_lock:
-            if self._closed:
-                return
-            self._closed = True
-            active, cpu = self._active, self._cpu
-            self._active = None
-        with self._npu_call_lock:
-            if active is not None and active is not cpu:
-                _close_quietly(active)
-        if cpu is not None:
-            cpu.close()
+        for tier in (*self._ops.values(), self._mel):
+            tier.close()
 
     def __enter__(self) -> Self:
         return self
@@ -430,7 +298,7 @@ def _check_features(features: np.ndarray, n_mels: int, n_frames: int) -> None:
     """Reject what a back-end must never return: wrong shape, non-finite or all-zero output."""
     if not isinstance(features, np.ndarray) or features.shape != (n_mels, n_frames):
         shape = getattr(features, "shape", type(features).__name__)
-        raise MelBackendError(FallbackReason.BAD_OUTPUT, f"shape {shape}, expected {(n_mels, n_frames)}")
+        raise BackendError(FallbackReason.BAD_OUTPUT, f"shape {shape}, expected {(n_mels, n_frames)}")
     if features.dtype != np.float32:
         raise MelBackendError(FallbackReason.BAD_OUTPUT, f"dtype {features.dtype}, expected float32")
     lowest, highest = features.min(), features.max()  # NaN propagates through both
@@ -440,8 +308,10 @@ def _check_features(features: np.ndarray, n_mels: int, n_frames: int) -> None:
         raise MelBackendError(FallbackReason.BAD_OUTPUT, "all zeros")
 
 
-def _close_quietly(backend: MelBackend) -> None:
-    try:
-        backend.close()
-    except Exception:
-        logger.exception("closing mel back-end %s failed", getattr(backend, "name", backend))
+def _check_op_output(out: np.ndarray, shape: tuple, op: str) -> None:
+    """Reject an op result of the wrong shape or type (values are the kernels' probes' job)."""
+    if not isinstance(out, np.ndarray) or out.shape != tuple(shape):
+        got = getattr(out, "shape", type(out).__name__)
+        raise BackendError(FallbackReason.BAD_OUTPUT, f"{op}: shape {got}, expected {tuple(shape)}")
+    if not np.issubdtype(out.dtype, np.floating):
+        raise BackendError(FallbackReason.BAD_OUTPUT, f"{op}: dtype {out.dtype}, expected float")

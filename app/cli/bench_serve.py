@@ -3,7 +3,8 @@
 The same audio (shared speech clips joined to ``--seconds``, sent as 16 kHz PCM WAV) goes
 through the running service (``--url``; without it a service is started here with the current
 ``AMANUENSIS_*`` settings) and through stock ``whisperx`` loaded in this process with the
-model, compute type, threads, VAD and batch size the service reports on ``/status``, alternating, ``--repeats`` times each, with a pause before each run so neither path's
+model, compute type, threads, VAD (the engine's own detector object when it is one WhisperX does
+not build) and batch size the service reports on ``/status``, alternating, ``--repeats`` times each, with a pause before each run so neither path's
 spinning OpenMP threads slow the other.
 The last line is JSON: medians, ``overhead_ratio`` (service / direct, medians),
 ``overhead_ratio_best`` (fastest runs: less sensitive to other load on a shared machine) and
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     import httpx
     import whisperx
 
+    from app.transcription.vad import bundled_vad
+
     audio = speech_audio(args.seconds)
     upload = wav_bytes(audio)
     audio_seconds = audio.size / 16000
@@ -114,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         language = "en" if status["english_only"] else status["language"]
         direct = whisperx.load_model(status["model_source"], device="cpu",
                                      compute_type=status["compute_type"],
-                                     vad_method=status["vad_method"], threads=status["cpu_threads"],
+                                     vad_method=status["vad_method"],
+                                     vad_model=bundled_vad(status["vad_method"]),
+                                     threads=status["cpu_threads"],
                                      language=language)
         service_times, direct_times = [], []
         for repeat in range(-WARMUP_ROUNDS + 1, args.repeats + 1):  # rounds <= 0 warm up

@@ -1,9 +1,11 @@
-"""``amanuensis kernels verify``: prove the mel kernel's arithmetic on this machine.
+"""``amanuensis kernels verify``: prove the kernels' arithmetic on this machine.
 
-Builds the host library of the kernel if needed, then on the given audio (default: every file in
-``../shared/speech``) plus synthetic edge cases checks that the host-compiled kernel equals the
-golden model bit for bit, and that the whole NPU path (host + kernel) matches WhisperX's float
-features. Prints a table and, as the last line, one JSON object.
+Builds the host libraries of the kernels if needed. Mel: on the given audio (default: every file
+in ``../shared/speech``) plus synthetic edge cases, checks that the host-compiled kernel equals
+the golden model bit for bit, and that the whole NPU path (host + kernel) matches WhisperX's
+float features. GELU: every bf16 value, host build against golden model and against exact-erf
+GELU. Attention: random and peaked heads of Whisper's size, host build against golden model and
+against float64 attention. Prints a table and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -128,11 +130,66 @@ def verify(frames: int, audio_files: list[Path], n_mels: int = 80) -> tuple[list
     return rows, summary
 
 
+def _gelu_rows() -> tuple[list[dict], dict]:
+    import scipy.special
+
+    from npu.kernel_lib import host_gelu
+    from npu.ops import golden
+
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    out = host_gelu()(bits)
+    x = golden.from_bf16(bits)
+    finite = np.isfinite(x)
+    exact = 0.5 * x[finite].astype(np.float64) * (1 + scipy.special.erf(x[finite] / np.sqrt(2.0)))
+    error = float(np.abs(golden.from_bf16(out)[finite] - exact).max())
+    row = {"input": "gelu_every_bf16", "frames": bits.size,
+           "bit_exact": bool(np.array_equal(out, golden.gelu(bits))), "max_abs_err": error}
+    return [row], {"values": bits.size, "bit_exact": row["bit_exact"], "max_abs_err": error,
+                   "bound": golden.GELU_MAX_ABS_ERR,
+                   "within_bounds": error <= golden.GELU_MAX_ABS_ERR}
+
+
+def _attention_rows(heads: int, seed: int = 5) -> tuple[list[dict], dict]:
+    from npu.kernel_lib import host_attention
+    from npu.ops import golden, tables
+
+    config = tables.attention_config()
+    shape = (config["MAX_KEYS"], config["HEAD_DIM"])
+    rng = np.random.default_rng(seed)
+    rows, worst = [], 0.0
+    for head in range(heads):
+        scale = 1.0 if head % 2 == 0 else 4.0  # even heads: spread softmax; odd: peaked
+        q, k, v = (golden.to_bf16((rng.standard_normal(shape) * scale).astype(np.float32))
+                   for _ in range(3))
+        out = host_attention()(q, k, v)
+        qf, kf, vf = (golden.from_bf16(a).astype(np.float64) for a in (q, k, v))
+        scores = qf @ kf.T / np.sqrt(shape[1])
+        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        exact = weights / weights.sum(axis=1, keepdims=True) @ vf
+        error = float(np.abs(golden.from_bf16(out) - exact).max() / np.abs(vf).max())
+        worst = max(worst, error)
+        rows.append({"input": f"attention_head{head}_x{scale:g}", "frames": shape[0],
+                     "bit_exact": bool(np.array_equal(out, golden.attention(q, k, v))),
+                     "max_err_over_max_v": error})
+    bound = golden.ATTENTION_MAX_ERR_OVER_MAX_V
+    return rows, {"heads": heads, "queries": shape[0], "keys": shape[0],
+                  "bit_exact": all(row["bit_exact"] for row in rows),
+                  "max_err_over_max_v": worst, "bound": bound, "within_bounds": worst <= bound}
+
+
+def verify_ops(heads: int) -> tuple[list[dict], dict]:
+    """Rows and the summary entries of the GELU and attention kernels."""
+    gelu_rows, gelu = _gelu_rows()
+    attention_rows, attention = _attention_rows(heads)
+    return gelu_rows + attention_rows, {"gelu": gelu, "attention": attention}
+
+
 def _print_table(rows: list[dict]) -> None:
     print(f"{'input':<24} {'frames':>7} {'bit_exact':>9} {'mean_abs_err':>13} {'max_abs_err':>12}")
     for row in rows:
         mean = f"{row['mean_abs_err']:.6f}" if "mean_abs_err" in row else "-"
-        peak = f"{row['max_abs_err']:.6f}" if "max_abs_err" in row else "-"
+        peak = row.get("max_abs_err", row.get("max_err_over_max_v"))
+        peak = f"{peak:.6f}" if peak is not None else "-"
         print(f"{row['input']:<24} {row['frames']:>7} {str(row['bit_exact']).lower():>9} "
               f"{mean:>13} {peak:>12}")
 
@@ -146,18 +203,24 @@ def _verify_command(args: argparse.Namespace) -> int:
     if not files:
         print(f"no audio given and {SHARED_SPEECH} is absent: accuracy not checked")
     rows, summary = verify(args.frames, files, args.n_mels)
-    _print_table(rows)
+    op_rows, ops = verify_ops(args.heads)
+    _print_table(rows + op_rows)
+    summary.update(ops)
+    ops_ok = all(op["bit_exact"] and op["within_bounds"] for op in ops.values())
     print(json.dumps(summary))
-    return 0 if summary["bit_exact"] and (summary["within_bounds"] or not files) else 1
+    return 0 if summary["bit_exact"] and ops_ok and (summary["within_bounds"] or not files) else 1
 
 
 def register(commands, bench) -> None:
     kernels = commands.add_parser("kernels", help="build and verify the NPU kernels")
     actions = kernels.add_subparsers(dest="kernels_command", required=True, metavar="ACTION")
-    check = actions.add_parser("verify", help="host kernel == golden model; accuracy vs WhisperX")
+    check = actions.add_parser("verify", help="host kernels == golden models; accuracy vs "
+                               "WhisperX, exact GELU and float64 attention")
     check.add_argument("--frames", type=int, default=20_000,
                        help="synthetic frames compared bit for bit (default 20000)")
     check.add_argument("--audio", nargs="+", default=None, metavar="FILE",
                        help="audio files to check (default: every file in ../shared/speech)")
     check.add_argument("--n-mels", type=int, default=80, choices=(80, 128))
+    check.add_argument("--heads", type=int, default=4,
+                       help="attention heads (1500 x 1500 x 64) compared (default 4)")
     check.set_defaults(handler=_verify_command)

@@ -18,7 +18,8 @@ shallow copy of the pipeline (:meth:`RuntimeFeaturePipeline.for_request`), becau
 chunk scores here. The copies share the CTranslate2 model, which is loaded with
 ``inter_threads = max_concurrent`` so that many ``generate`` calls really run in parallel (each
 with ``cpu_threads`` intra-op threads), the VAD model (pyannote's inference keeps no per-call
-state; Silero's network does, so Silero calls are serialised) and the runtime (thread-safe).
+state; WhisperX's torch-hub Silero keeps state in its network, so its calls are serialised; the
+default, :class:`~app.transcription.vad.SileroOnnx`, keeps none) and the runtime (thread-safe).
 
 Import order matters: CTranslate2 and torch each bring an OpenMP runtime, and with torch
 loaded first every transcription after the first ran ~2x slower on 2 cores
@@ -29,7 +30,9 @@ torch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import threading
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
-import ctranslate2  # noqa: F401 - must load before torch, see the module docstring
+import ctranslate2  # must load before torch, see the module docstring
 import numpy as np
 import torch
 import whisperx
@@ -52,6 +55,7 @@ from app.errors import AlignmentUnavailable, InvalidRequest, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
 from app.transcription.cross_attention import cross_attention_words
+from app.transcription.vad import bundled_vad
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -81,7 +85,27 @@ class _GenerationRecorder:
 
 
 class ScoredWhisperModel(WhisperModel):
-    """WhisperX's batched model that also returns ``tokens`` and ``no_speech_prob`` per chunk."""
+    """WhisperX's batched model that also returns ``tokens`` and ``no_speech_prob`` per chunk.
+
+    With :meth:`use_runtime_encoder` its encoder is :class:`npu.ops.encoder.WhisperEncoder` on
+    the runtime (``AMANUENSIS_ENCODER_BACKEND=runtime``); CTranslate2 decodes from its output.
+    """
+
+    runtime_encoder: tuple[Any, Any] | None = None
+
+    def use_runtime_encoder(self, model_dir: Path, runtime: Any) -> None:
+        from npu.ops.encoder import WhisperEncoder
+
+        self.runtime_encoder = (WhisperEncoder.from_model_dir(model_dir), runtime)
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        if self.runtime_encoder is None:
+            return super().encode(features)
+        encoder, runtime = self.runtime_encoder
+        batch = np.asarray(features, dtype=np.float32)
+        batch = batch[np.newaxis] if batch.ndim == 2 else batch
+        return ctranslate2.StorageView.from_array(
+            np.stack([encoder.encode(chunk, runtime) for chunk in batch]))
 
     def generate_segment_batched(self, features, tokenizer, options, encoder_output=None):
         recorder = _GenerationRecorder(self.model)
@@ -223,13 +247,9 @@ class Transcription:
         return "".join(segment["text"] for segment in self.segments).strip()
 
 
-def model_n_mels(settings: Settings) -> int:
-    """Mel bands the configured Whisper model expects (80, or 128 for large-v3), read the way
-    faster-whisper reads them: ``feature_size`` in the model's ``preprocessor_config.json``.
-
-    A model name is resolved (downloaded when needed) as the model load would do anyway, so the
-    runtime can be created for the right size before the model is loaded.
-    """
+def model_dir(settings: Settings) -> Path:
+    """The configured model's CTranslate2 directory: a model name is resolved (downloaded when
+    needed) as the model load would do anyway."""
     from faster_whisper.utils import download_model
 
     source = settings.model_choice.source
@@ -237,7 +257,14 @@ def model_n_mels(settings: Settings) -> int:
     if not path.is_dir():
         path = Path(download_model(source, cache_dir=str(settings.model_cache_dir)
                                    if settings.model_cache_dir else None))
-    config = path / "preprocessor_config.json"
+    return path
+
+
+def model_n_mels(settings: Settings) -> int:
+    """Mel bands the configured Whisper model expects (80, or 128 for large-v3), read the way
+    faster-whisper reads them: ``feature_size`` in the model's ``preprocessor_config.json``, so
+    the runtime can be created for the right size before the model is loaded."""
+    config = model_dir(settings) / "preprocessor_config.json"
     if not config.is_file():
         return 80
     return int(json.loads(config.read_text()).get("feature_size", 80))
@@ -280,15 +307,20 @@ class Engine:
         if not model.model.is_multilingual and settings.language not in (None, ENGLISH):
             raise ValueError(f"AMANUENSIS_LANGUAGE={settings.language!r}, but the model "
                              f"{settings.model_choice.id!r} is English-only")
-        pipeline = whisperx.load_model(
-            source,
-            device=DEVICE,
-            compute_type=settings.compute_type,
-            language=settings.language if model.model.is_multilingual else ENGLISH,
-            vad_method=settings.vad_method,
-            model=model,
-            threads=settings.cpu_threads,
-        )
+        if settings.encoder_backend == "runtime":
+            model.use_runtime_encoder(model_dir(settings), runtime)
+        vad = bundled_vad(settings.vad_method)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Use manually assigned vad_model"
+            pipeline = whisperx.load_model(
+                source,
+                device=DEVICE,
+                compute_type=settings.compute_type,
+                language=settings.language if model.model.is_multilingual else ENGLISH,
+                vad_method=settings.vad_method,
+                vad_model=vad,
+                model=model,
+                threads=settings.cpu_threads,
+            )
         wrapped = RuntimeFeaturePipeline.from_pipeline(pipeline, runtime)
         runtime_n_mels = getattr(runtime, "n_mels", None)
         if runtime_n_mels not in (None, wrapped.n_mels):

@@ -1,4 +1,6 @@
-"""Design generator for the mel kernel: prints the MLIR (mlir-aie, pinned in kernels/README.md).
+"""Design generator for the mel kernel: prints the MLIR (mlir-aie, pinned in kernels/README.md)
+for one NPU generation (``--target npu1``, AIE2, the default, or ``npu2``, AIE2P: the same
+design on the device mlir-aie names ``npu2_1col``; both have 64 KB of tile data memory).
 
 One shim tile streams the int16 padded signal to one compute tile through a double-buffered
 ObjectFIFO whose objects are overlapping windows (MEL_FRAMES_PER_OBJECT frames each, read by the
@@ -16,19 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from npu.kernel_budget import (
+    TARGETS,
+    DesignError,
+    NpuTarget,
+    stack_bytes_used,
+    static_data_bytes,
+    target,
+)
 from npu.mel import tables
-
-_STATIC_SYMBOL_TYPES = set("bBdDrR")
-
-
-class DesignError(RuntimeError):
-    """The design does not fit the tile or the configuration is invalid."""
 
 
 @dataclass(frozen=True)
@@ -54,30 +57,6 @@ def parse_config_name(name: str) -> tuple[int, int]:
         raise DesignError(str(error)) from error
 
 
-def static_data_bytes(host_object: Path) -> int:
-    """Sum of the object's data, bss and read-only symbol sizes (``nm -S``)."""
-    listing = subprocess.run(["nm", "-S", "--defined-only", str(host_object)],
-                             capture_output=True, text=True, check=True).stdout
-    total = 0
-    for line in listing.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[2] in _STATIC_SYMBOL_TYPES:
-            total += int(parts[1], 16)
-    return total
-
-
-def stack_bytes_used(stack_usage_file: Path) -> int:
-    """Upper bound of the kernel's stack: every function of the ``-fstack-usage`` report summed
-    (as if all were on one call chain); refuses dynamic stack use."""
-    total = 0
-    for line in stack_usage_file.read_text().splitlines():
-        _, size, kind = line.rsplit("\t", 2)
-        if kind.strip() != "static":
-            raise DesignError(f"kernel uses a {kind.strip()} stack: {line}")
-        total += int(size)
-    return total
-
-
 def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
     frames = config["FRAMES_PER_OBJECT"]
     budget = MemoryBudget(
@@ -97,7 +76,8 @@ def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
     return budget
 
 
-def design_mlir(n_mels: int, frames_per_call: int, config: dict) -> str:
+def design_mlir(n_mels: int, frames_per_call: int, config: dict,
+                npu: NpuTarget = TARGETS["npu1"]) -> str:
     frames = config["FRAMES_PER_OBJECT"]
     if frames_per_call % frames:
         raise DesignError(f"frames per call {frames_per_call} is not a multiple of {frames}")
@@ -108,7 +88,7 @@ def design_mlir(n_mels: int, frames_per_call: int, config: dict) -> str:
     in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi16>"
     return f"""\
 module {{
-  aie.device(npu1_1col) {{
+  aie.device({npu.device}) {{
     func.func private @mel_object({in_type}, {out_type})
     %shim = aie.tile(0, 0)
     %core_tile = aie.tile(0, 2)
@@ -147,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="mel_n<M>_f<F>")
     parser.add_argument("--host-object", type=Path, required=True,
                         help="host build of the kernel for the same n_mels (with its .su file)")
+    parser.add_argument("--target", default="npu1", help="npu1 (AIE2, default) or npu2 (AIE2P)")
     parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
     args = parser.parse_args(argv)
     config = tables.read_config()
     try:
+        npu = target(args.target)
         n_mels, frames_per_call = parse_config_name(args.config)
         budget = memory_budget(n_mels, args.host_object, config)
-        text = design_mlir(n_mels, frames_per_call, config)
+        text = design_mlir(n_mels, frames_per_call, config, npu)
     except DesignError as error:
         print(f"design.py: {error}", file=sys.stderr)
         return 1

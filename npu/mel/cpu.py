@@ -43,11 +43,8 @@ CHUNK_BLOCKS = 4
 """Blocks per unit of work a thread claims: small enough that a core slowed by other processes
 hands its share to the other, large enough that claiming costs nothing measurable."""
 CHUNK_FRAMES = BLOCK_FRAMES * CHUNK_BLOCKS
-CLAMP_ROWS = 8
-"""Mel rows per unit of work in the final clamp-and-scale pass."""
 FFT_AXES = np.array([1], dtype=np.int64)
 """The axis ``r2c`` transforms: each row of a block is one frame."""
-"""Mel rows per unit of work in the final clamp-and-scale pass."""
 
 
 @functools.cache
@@ -267,12 +264,7 @@ class CpuMelBackend:
             lambda scratch, a, b: _log_mel_frames(samples, total, a, out[:, a:b], scratch),
             _BlockScratch,
         )
-        floor = _clamp_floor(np.max(peaks))
-        self._share(
-            _ranges(self.n_mels, CLAMP_ROWS),
-            lambda _, a, b: _clamp_and_scale_rows(out[a:b], floor),
-            lambda: None,
-        )
+        _clamp_and_scale_rows(out, _clamp_floor(np.max(peaks)))  # memory-bound: one thread
         return out
 
     def _share(self, ranges: list[tuple[int, int]], work, make_scratch) -> list:
@@ -305,8 +297,11 @@ class CpuMelBackend:
         try:
             run()
         finally:
-            concurrent.futures.wait(futures)
-        for future in futures:
+            # a helper not yet started would find nothing left to claim: cancel it rather than
+            # wait for a thread wake-up (on a loaded machine, milliseconds per call)
+            running = [future for future in futures if not future.cancel()]
+            concurrent.futures.wait(running)
+        for future in running:
             future.result()
         return results
 

@@ -16,10 +16,8 @@ kernel's arithmetic is ``npu.mel.golden``; tests drive this module through a str
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -29,93 +27,18 @@ from npu import audio_spec
 from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import host, tables
+from npu.xrt import DEFAULT_TIMEOUT_MS, XRT, XrtContext, host_buffers, open_kernel, run_kernel
 
 logger = logging.getLogger(__name__)
 
-KERNEL_NAME = "MLIR_AIE"
-OPCODE = 3
-DEFAULT_TIMEOUT_MS = 10_000
 PROBE_FRAMES = 10
 PROBE_SEED = 20_240_917
-
-
-def import_pyxrt():
-    """The one place pyxrt is imported (tests put a fake module named ``pyxrt`` on the path)."""
-    return importlib.import_module("pyxrt")
 
 
 def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tuple[Path, Path]:
     """The xclbin and instruction stream ``make -C kernels`` builds for one configuration."""
     stem = tables.artifact_stem(n_mels, frames_per_call)
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
-
-
-@dataclass
-class _Context:
-    """One xclbin registered on the process's device: context, kernel, instructions on device."""
-
-    context: object
-    kernel: object
-    bo_instr: object
-    n_instr: int
-    users: int = 0
-
-
-class _XrtProcessState:
-    """The process-wide XRT objects: one device per id, one context per xclbin."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.devices: dict[int, object] = {}
-        self.contexts: dict[tuple[int, str], _Context] = {}
-
-    def acquire(self, xrt, device_id: int, xclbin_path: Path, insts_path: Path):
-        key = (device_id, str(xclbin_path))
-        with self.lock:
-            if device_id not in self.devices:
-                self.devices[device_id] = xrt.device(device_id)
-            device = self.devices[device_id]
-            if key not in self.contexts:
-                try:
-                    self.contexts[key] = _open_context(xrt, device, xclbin_path, insts_path)
-                except Exception:
-                    self._drop_unused_device(device_id)
-                    raise
-            entry = self.contexts[key]
-            entry.users += 1
-            return device, entry
-
-    def release(self, device_id: int, xclbin_path: Path) -> None:
-        key = (device_id, str(xclbin_path))
-        with self.lock:
-            entry = self.contexts.get(key)
-            if entry is None:
-                return
-            entry.users -= 1
-            if entry.users <= 0:
-                del self.contexts[key]
-            self._drop_unused_device(device_id)
-
-    def _drop_unused_device(self, device_id: int) -> None:
-        if not any(k[0] == device_id for k in self.contexts):
-            self.devices.pop(device_id, None)
-
-
-_XRT = _XrtProcessState()
-
-
-def _open_context(xrt, device, xclbin_path: Path, insts_path: Path) -> _Context:
-    xclbin = xrt.xclbin(str(xclbin_path))
-    device.register_xclbin(xclbin)
-    context = xrt.hw_context(device, xclbin.get_uuid())
-    kernel = xrt.kernel(context, KERNEL_NAME)
-    insts = np.fromfile(insts_path, dtype=np.uint32)
-    if insts.size == 0:
-        raise ValueError(f"empty instruction stream {insts_path}")
-    bo_instr = xrt.bo(device, insts.nbytes, xrt.bo.cacheable, kernel.group_id(1))
-    bo_instr.write(insts, 0)
-    bo_instr.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
-    return _Context(context, kernel, bo_instr, int(insts.size))
 
 
 class NpuMelBackend:
@@ -133,37 +56,22 @@ class NpuMelBackend:
         self.insts_path = Path(insts_path or default_insts)
         self._lock = threading.Lock()
         self._closed = False
-        self._context: _Context | None = None
+        self._context: XrtContext | None = None
         self._open()
 
     def _open(self) -> None:
-        node = self.device_node
-        if not node.exists():
-            raise MelBackendError(FallbackReason.NO_DEVICE, f"{node} does not exist")
-        try:
-            xrt = import_pyxrt()
-        except ImportError as error:
-            raise MelBackendError(FallbackReason.NO_XRT, f"cannot import pyxrt: {error}") from error
-        for path in (self.xclbin_path, self.insts_path):
-            if not path.is_file():
-                raise MelBackendError(FallbackReason.NO_KERNEL_ARTIFACTS,
-                                      f"{path} not found (build with `make -C kernels`)")
-        try:
-            device, context = _XRT.acquire(xrt, self.device_id, self.xclbin_path, self.insts_path)
-        except Exception as error:  # XRT raises RuntimeError subclasses with C++ messages
-            raise MelBackendError(FallbackReason.LOAD_FAILED,
-                                  f"XRT open of {self.xclbin_path.name}: {error}") from error
+        xrt, device, context = open_kernel(self.device_node, self.device_id, self.xclbin_path,
+                                           self.insts_path)
         self._xrt, self._context = xrt, context
         self._buffers = host.CallBuffers.for_frames(self.frames_per_call)
         self._out_bytes = self.frames_per_call * self.n_mels * 2
         try:
-            self._bo_in = xrt.bo(device, self._buffers.samples.nbytes, xrt.bo.host_only,
-                                 context.kernel.group_id(3))
-            self._bo_out = xrt.bo(device, self._out_bytes, xrt.bo.host_only,
-                                  context.kernel.group_id(4))
+            bos = host_buffers(xrt, device, context,
+                               {3: self._buffers.samples.nbytes, 4: self._out_bytes})
         except Exception as error:
             self._release()
             raise MelBackendError(FallbackReason.LOAD_FAILED, f"buffer allocation: {error}") from error
+        self._bo_in, self._bo_out = bos[3], bos[4]
         try:
             self._probe()
         except MelBackendError:
@@ -178,17 +86,10 @@ class NpuMelBackend:
         if samples.dtype != np.int16 or samples.nbytes != self._buffers.samples.nbytes:
             raise TypeError(f"kernel input must be {self._buffers.samples.size} int16 samples, "
                             f"got {samples.size} {samples.dtype}")
-        xrt, context = self._xrt, self._context
+        xrt = self._xrt
         self._bo_in.write(samples, 0)
         self._bo_in.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
-        try:
-            run = context.kernel(OPCODE, context.bo_instr, context.n_instr,
-                                 self._bo_in, self._bo_out)
-            state = run.wait(self.timeout_ms)
-        except Exception as error:
-            raise MelBackendError(FallbackReason.RUN_FAILED, f"kernel run: {error}") from error
-        if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
-            raise MelBackendError(FallbackReason.RUN_FAILED, f"kernel run ended in state {state}")
+        run_kernel(xrt, self._context, [self._bo_in, self._bo_out], self.timeout_ms)
         self._bo_out.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
         out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int16)
         if not out.any():
@@ -233,7 +134,7 @@ class NpuMelBackend:
         if self._context is not None:
             self._bo_in = self._bo_out = None
             self._context = None
-            _XRT.release(self.device_id, self.xclbin_path)
+            XRT.release(self.device_id, self.xclbin_path)
 
     def close(self) -> None:
         with self._lock:

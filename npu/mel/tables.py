@@ -20,29 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from npu import audio_spec
+from npu.kernel_config import KernelConfigError, read_defines
 from npu.kernel_files import MEL_CONFIG_HEADER
 from npu.mel.slaney import slaney_filters
 
-_DEFINE = re.compile(r"^#define\s+(MEL_\w+)\s+(.+?)\s*(?://.*)?$")
 
-
-class MelConfigError(RuntimeError):
+class MelConfigError(KernelConfigError):
     """The kernel header is missing, malformed, or disagrees with ``npu/audio_spec.py``."""
 
 
 @cache
 def read_config(path: Path = MEL_CONFIG_HEADER) -> dict[str, int | tuple[int, ...]]:
     """Parse the header's ``#define MEL_X value`` lines and check them against ``audio_spec``."""
-    if not path.is_file():
-        raise MelConfigError(f"kernel config header not found: {path}")
-    values: dict[str, int | tuple[int, ...]] = {}
-    for line in path.read_text().splitlines():
-        match = _DEFINE.match(line.strip())
-        if not match:
-            continue
-        name, raw = match.group(1), match.group(2).strip("() ")
-        numbers = tuple(int(part) for part in raw.split(","))
-        values[name[len("MEL_"):]] = numbers if len(numbers) > 1 else numbers[0]
+    try:
+        values = read_defines(path, "MEL")
+    except KernelConfigError as error:
+        raise MelConfigError(str(error)) from error
     _check_against_audio_spec(values)
     return values
 

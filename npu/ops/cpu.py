@@ -65,3 +65,28 @@ def attention(
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
     return np.matmul(scores, v).astype(dtype, copy=False)
+
+
+class CpuGeluBackend:
+    """The runtime's CPU GELU back-end (the last resort of its GELU tiers)."""
+
+    name = "cpu"
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        return gelu(x)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class CpuAttentionBackend:
+    """The runtime's CPU attention back-end (the last resort, and every masked call)."""
+
+    name = "cpu"
+
+    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                  mask: np.ndarray | None = None) -> np.ndarray:
+        return attention(q, k, v, mask)
+
+    def close(self) -> None:
+        """Nothing to release."""

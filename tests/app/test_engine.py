@@ -47,7 +47,7 @@ def settings(tiny_models, monkeypatch_module) -> Settings:
 
     monkeypatch_module.setattr(nltk.data, "path", [str(tiny_models.nltk_data), *nltk.data.path])
     return Settings(model=str(tiny_models.whisper), align_model=str(tiny_models.aligner),
-                    batch_size=BATCH_SIZE, cpu_threads=2)
+                    batch_size=BATCH_SIZE, cpu_threads=2, vad_method="pyannote")
 
 
 @pytest.fixture(scope="module")

@@ -24,3 +24,11 @@ def test_reads_the_environment(monkeypatch):
     monkeypatch.setenv("AMANUENSIS_MEL_BACKEND", "cpu")
     settings = Settings()
     assert (settings.model, settings.port, settings.mel_backend) == ("/models/x", 9001, "cpu")
+
+
+def test_one_transcription_gets_every_core_by_default():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert Settings(max_concurrent=2).cpu_threads == cores
+    assert Settings(max_concurrent=2, cpu_threads=1).cpu_threads == 1

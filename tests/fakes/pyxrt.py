@@ -6,14 +6,14 @@ sequence of docs npu-mel.md section 4 - xclbin registered before its context, ke
 instruction words and synced to the device, data BOs host_only in group_id(3)/(4) with the
 configuration's sizes, inputs synced before the run, outputs synced before they are read, a
 timeout on every wait - and raises where real XRT would silently misbehave. The kernel runs
-through the host-compiled mel kernel (``npu.kernel_lib``), so the processor's whole data path
-is exercised.
+through the host-compiled kernel the xclbin names (``op``: the mel kernel, GELU or attention,
+from ``npu.kernel_lib``), so each back-end's whole data path is exercised.
 
 Faults (``FAULTS``, or the env var FAKE_PYXRT_FAULTS="a,b" read by :func:`reset`):
 ``device_open`` (xrt.device raises), ``xclbin_load`` (xrt.xclbin raises), ``timeout``
 (wait returns ERT_CMD_STATE_TIMEOUT), ``error_state`` (ERT_CMD_STATE_ERROR), ``zeros``
-(COMPLETED with an all-zero output), ``wrong`` (COMPLETED, plausible non-zero output one Q10
-unit off the kernel's). A missing device node is made by the environment
+(COMPLETED with an all-zero output), ``wrong`` (COMPLETED, plausible non-zero output one unit
+off the kernel's: one Q10 step of a log-mel, one bf16 ulp of GELU or attention). A missing device node is made by the environment
 helper :func:`make_fake_device`, not here: the processor checks ``/dev/accel`` before pyxrt.
 """
 
@@ -31,6 +31,7 @@ FAULT_NAMES = {"device_open", "xclbin_load", "timeout", "error_state", "zeros", 
 FAULTS: set[str] = set()
 STATS: dict[str, int] = {}
 _FAKE_MAGIC = "amanuensis-fake-xclbin"
+_DATA_ARGUMENTS = {"mel": (3, 4), "gelu": (3, 4), "attention": (3, 4, 5, 6)}
 _INSTRUCTION_WORDS = 96
 
 
@@ -156,21 +157,22 @@ class kernel:
             raise RuntimeError(f"no kernel {name!r} in xclbin")
         self.context = context
         meta = context.xclbin.meta
-        self.n_mels, self.frames = meta["n_mels"], meta["frames_per_call"]
+        self.op = meta.get("op", "mel")
+        self.data_arguments = _DATA_ARGUMENTS[self.op]
+        if self.op == "mel":
+            self.n_mels, self.frames = meta["n_mels"], meta["frames_per_call"]
         self.insts = np.fromfile(context.xclbin.insts_path, dtype=np.uint32)
 
     def group_id(self, argument: int) -> int:
-        if argument not in (1, 3, 4):
+        if argument != 1 and argument not in self.data_arguments:
             raise RuntimeError(f"argument {argument} is not a buffer of this kernel")
         return 100 + argument
 
     def __call__(self, *args) -> run:
-        from npu.mel.host import call_samples
-
-        if len(args) != 5:
-            raise RuntimeError(f"kernel takes 5 arguments (opcode, instr, ninstr, in, out), "
-                               f"got {len(args)}")
-        opcode, bo_instr, n_instr, bo_in, bo_out = args
+        if len(args) != 3 + len(self.data_arguments):
+            raise RuntimeError(f"kernel takes {3 + len(self.data_arguments)} arguments (opcode, "
+                               f"instr, ninstr, buffers), got {len(args)}")
+        opcode, bo_instr, n_instr, *buffers = args
         if type(opcode) is not int or opcode != 3:
             raise RuntimeError(f"opcode must be int 3, got {opcode!r}")
         if type(n_instr) is not int or n_instr != self.insts.size:
@@ -178,26 +180,58 @@ class kernel:
         self._check_bo(bo_instr, bo.cacheable, 1, self.insts.nbytes)
         if not np.array_equal(bo_instr.device_copy.view(np.uint32), self.insts):
             raise RuntimeError("instruction bo on the device does not hold the instructions")
-        in_bytes = call_samples(self.frames) * 2
-        self._check_bo(bo_in, bo.host_only, 3, in_bytes)
-        self._check_bo(bo_out, bo.host_only, 4, self.frames * self.n_mels * 2)
+        sizes = self._buffer_bytes()
+        for argument, buffer in zip(self.data_arguments, buffers, strict=True):
+            self._check_bo(buffer, bo.host_only, argument, sizes[argument])
         STATS["runs"] += 1
         if "timeout" in FAULTS:
             return run(ert_cmd_state.ERT_CMD_STATE_TIMEOUT)
         if "error_state" in FAULTS:
             return run(ert_cmd_state.ERT_CMD_STATE_ERROR)
+        out_bo = buffers[-1]
         if "zeros" in FAULTS:
-            bo_out.device_copy[:] = 0
+            out_bo.device_copy[:] = 0
         else:
-            from npu.kernel_lib import host_kernel
-
-            samples = bo_in.device_copy.view(np.int16)
-            out = host_kernel(self.n_mels)(samples, self.frames)
+            out = self._compute([b.device_copy for b in buffers[:-1]])
             if "wrong" in FAULTS:
-                out = out + np.int16(1)
-            bo_out.device_copy[:] = out.view(np.uint8).ravel()
-        bo_out.device_newer = True
+                out = out + out.dtype.type(1)
+            out_bo.device_copy[:] = out.view(np.uint8).ravel()
+        out_bo.device_newer = True
         return run(ert_cmd_state.ERT_CMD_STATE_COMPLETED)
+
+    def _buffer_bytes(self) -> dict[int, int]:
+        if self.op == "mel":
+            from npu.mel.host import call_samples
+
+            return {3: call_samples(self.frames) * 2, 4: self.frames * self.n_mels * 2}
+        from npu.ops import tables
+
+        if self.op == "gelu":
+            config = tables.gelu_config()
+            size = 2 * config["OBJECTS_PER_CALL"] * config["OBJECT_ELEMENTS"]
+            return {3: size, 4: size}
+        rows, keys = tables.attention_padded_sizes()
+        dim = tables.attention_config()["HEAD_DIM"]
+        return {3: 2 * rows * dim, 4: 2 * dim * keys, 5: 2 * keys * dim, 6: 2 * rows * dim}
+
+    def _compute(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """The host-built kernel on the device copies of the input buffers."""
+        from npu import kernel_lib
+
+        if self.op == "mel":
+            return kernel_lib.host_kernel(self.n_mels)(inputs[0].view(np.int16), self.frames)
+        if self.op == "gelu":
+            return kernel_lib.host_gelu()(inputs[0].view(np.uint16))
+        from npu.ops import tables
+
+        n, dim = tables.attention_config()["MAX_KEYS"], tables.attention_config()["HEAD_DIM"]
+        rows, keys = tables.attention_padded_sizes()
+        q = inputs[0].view(np.uint16).reshape(rows, dim)[:n]
+        kt = inputs[1].view(np.uint16).reshape(dim, keys)[:, :n]
+        v = inputs[2].view(np.uint16).reshape(keys, dim)[:n]
+        out = np.zeros((rows, dim), np.uint16)
+        out[:n] = kernel_lib.host_attention()(q, kt.T, v)
+        return out
 
     def _check_bo(self, buffer, flags: str, argument: int, size: int) -> None:
         if not isinstance(buffer, bo):
@@ -224,10 +258,25 @@ def write_fake_artifacts(kernel_dir: Path, n_mels: int, frames_per_call: int) ->
     np.arange(1, _INSTRUCTION_WORDS + 1, dtype=np.uint32).tofile(insts_path)
 
 
+def write_fake_op_artifacts(kernel_dir: Path) -> None:
+    """Fake xclbins and instruction streams of the GELU and attention designs, at the paths
+    ``npu.ops.npu.artifact_paths`` gives."""
+    from npu.ops import tables
+    from npu.ops.npu import artifact_paths
+
+    for op, stem in (("gelu", tables.gelu_stem()), ("attention", tables.attention_stem())):
+        xclbin_path, insts_path = artifact_paths(kernel_dir, stem)
+        xclbin_path.parent.mkdir(parents=True, exist_ok=True)
+        xclbin_path.write_text(json.dumps({"magic": _FAKE_MAGIC, "kernel": "MLIR_AIE", "op": op,
+                                           "uuid": str(uuid_module.uuid4())}))
+        np.arange(1, _INSTRUCTION_WORDS + 1, dtype=np.uint32).tofile(insts_path)
+
+
 def make_fake_device(root: Path, *, device_node: bool = True,
-                     configs=((80, 3000), (80, 30), (128, 3000), (128, 30))) -> dict[str, str]:
-    """Build a fake NPU under ``root``: ``root/accel/accel0`` and the artifacts in
-    ``root/kernels``. Returns the environment a process needs to see it (this folder on
+                     configs=((80, 3000), (80, 30), (128, 3000), (128, 30)),
+                     ops: bool = True) -> dict[str, str]:
+    """Build a fake NPU under ``root``: ``root/accel/accel0`` and the artifacts (the mel
+    ``configs`` and, with ``ops``, GELU and attention) in ``root/kernels``. Returns the environment a process needs to see it (this folder on
     PYTHONPATH, AMANUENSIS_NPU_DEVICE_DIR) plus ``ARTIFACTS_DIR`` for the caller."""
     accel = root / "accel"
     accel.mkdir(parents=True, exist_ok=True)
@@ -236,6 +285,8 @@ def make_fake_device(root: Path, *, device_node: bool = True,
     artifacts = root / "kernels"
     for n_mels, frames in configs:
         write_fake_artifacts(artifacts, n_mels, frames)
+    if ops:
+        write_fake_op_artifacts(artifacts)
     here = str(Path(__file__).resolve().parent)
     python_path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": python_path, "AMANUENSIS_NPU_DEVICE_DIR": str(accel),

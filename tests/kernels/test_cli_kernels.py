@@ -13,7 +13,8 @@ SIGNALS = ("silence", "dc_max", "dc_min", "clipped_square", "full_scale_sweep", 
 
 def test_verify_prints_table_and_json(capsys):
     files = [p for p in speech_files() if p.name == "jfk.wav"]
-    args = ["kernels", "verify", "--frames", "500"] + (["--audio", str(files[0])] if files else [])
+    args = ["kernels", "verify", "--frames", "500", "--heads", "2"] + (
+        ["--audio", str(files[0])] if files else [])
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -24,6 +25,11 @@ def test_verify_prints_table_and_json(capsys):
     assert all(row[2] == "true" for row in synthetic_rows)  # each input bit-exact
     if files:
         assert summary["max_abs_err"] <= 0.05 and summary["within_bounds"]
+    gelu, attention = summary["gelu"], summary["attention"]
+    assert gelu["values"] == 65536 and gelu["bit_exact"] and gelu["max_abs_err"] <= 2 ** -7
+    assert attention["heads"] == 2 and attention["bit_exact"]
+    assert 0 < attention["max_err_over_max_v"] <= 2 ** -8
+    assert any(line.startswith("attention_head1_x4") for line in lines)
 
 
 def test_verify_missing_file_is_an_error(capsys, tmp_path):
