@@ -37,8 +37,8 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip 
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
  && useradd --system --create-home --uid 10001 --gid 10001 amanuensis \
- && mkdir -p /cache \
- && chown 10001:10001 /cache
+ && mkdir -p /cache /data \
+ && chown 10001:10001 /cache /data
 
 # The project itself, without dependencies (all installed above): a regular install, so the
 # kernel header and sources come from the package data, as from any installed wheel.

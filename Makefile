@@ -16,8 +16,9 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PY)
 
 install: $(INSTALLED)
 
-# Debian packages the tests use (Prometheus, promtool, docker-compose). Installed when running
-# as root with apt available; tests that need them skip with the reason otherwise.
+# Debian packages the tests use (Prometheus, promtool, docker-compose, redis-server, PostgreSQL).
+# Installed when running as root with apt available; tests that need them skip with the reason
+# otherwise (the job tests fail under CI).
 system-packages:
 	@./scripts/install-system-packages.sh
 

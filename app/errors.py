@@ -26,6 +26,7 @@ ERROR_TYPES = {
     504: "timeout_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -38,14 +39,17 @@ ERROR_DESCRIPTIONS = {
     400: "Invalid request: a bad field value, empty audio, no audio stream, or samples that are "
          "not finite numbers",
     401: "Missing or wrong API key (only when AMANUENSIS_API_KEY is set)",
-    404: "The model named in the request is not the one this service serves (model_not_found)",
+    404: "The model named in the request is not the one this service serves (model_not_found), "
+         "or no such job (never submitted, deleted, or past its retention time)",
+    409: "The job has not succeeded (yet): queued, running, failed or cancelled",
     413: "Upload larger than AMANUENSIS_MAX_UPLOAD_BYTES (refused before it is read), or audio "
-         "longer than AMANUENSIS_MAX_AUDIO_SECONDS (decoding stops there)",
+         "longer than AMANUENSIS_MAX_AUDIO_SECONDS (AMANUENSIS_JOB_MAX_AUDIO_SECONDS for jobs)",
     415: "The upload is not audio that can be decoded",
     422: "Word timestamps asked for but the alignment model cannot be loaded",
     429: "Every transcription slot is busy and the queue is full; see Retry-After",
     500: "Unexpected error inside the service",
-    503: "The model is not loaded (yet, or it failed to load: the message says why)",
+    503: "The model is not loaded (yet, or it failed to load: the message says why), or the "
+         "job store, records or broker are unavailable",
     504: "The request's deadline passed before its transcription finished",
 }
 

@@ -18,12 +18,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from app.api import monitoring, realtime, transcriptions
+from app.api import jobs, monitoring, realtime, transcriptions
+from app.api.jobs import JOB_PATH_PREFIX
 from app.api.limits import UploadLimit
 from app.api.page import install_page
 from app.api.request_metrics import RequestMetrics
 from app.api.security import ApiKeyGate, api_key_scheme, install_cors
 from app.errors import install_error_handlers
+from app.jobs.service import JobService
 from app.settings import Settings
 from app.state import ServiceState
 from app.transcription.engine import Engine, model_n_mels
@@ -102,9 +104,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load",
                                   daemon=True)
         loader.start()
+    state.jobs = JobService(state.settings, lambda: state.engine, state.metrics.registry)
+    state.jobs.start()
     try:
         yield
     finally:
+        state.jobs.close()
         if loader is not None:
             loader.join()
         state.admission.close()
@@ -129,21 +134,23 @@ def create_app(settings: Settings | None = None, *, runtime: UnifiedNPURuntime |
     if engine is not None:
         app.state.service.problem = None
     app.state.endpoints = frozenset(
-        route.path for routes in (transcriptions.router, monitoring.router)
+        route.path for routes in (transcriptions.router, jobs.router, monitoring.router)
         for route in routes.routes
     )
     install_error_handlers(app)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if api_key:
-        protected = [route.path for route in transcriptions.router.routes]
+        protected = [route.path for route in [*transcriptions.router.routes, *jobs.router.routes]]
         if settings.api_key_protects_monitoring:
             protected += [route.path for route in monitoring.router.routes]
-        app.add_middleware(ApiKeyGate, api_key=api_key, protected=protected)
+        app.add_middleware(ApiKeyGate, api_key=api_key, protected=protected,
+                           protected_prefixes=[JOB_PATH_PREFIX])
     install_cors(app, settings.cors_origins)
     declare_key = [Depends(api_key_scheme(api_key))]
     app.include_router(transcriptions.router, dependencies=declare_key)
     app.include_router(realtime.router)  # checks the key itself: browsers cannot send headers
     install_page(app)
+    app.include_router(jobs.router, dependencies=declare_key)
     app.include_router(monitoring.router,
                        dependencies=declare_key if settings.api_key_protects_monitoring else [])
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)

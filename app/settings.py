@@ -159,6 +159,65 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     """Port ``amanuensis serve`` listens on."""
 
+    data_dir: Path = Path("data")
+    """Where the embedded job deployment keeps everything: the job records (``jobs.sqlite3``)
+    and the job audio and results (``files/``), unless the two settings below point elsewhere."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the job records (e.g. ``postgresql+psycopg://user:pw@host/db`` for
+    several machines); a SQLite file under ``data_dir`` when unset."""
+
+    storage_url: str | None = None
+    """Where job audio and results go: ``s3://bucket/prefix`` for an S3-compatible store (with
+    ``storage_endpoint_url`` and the usual ``AWS_*`` credentials), a directory under ``data_dir`` when
+    unset."""
+
+    storage_endpoint_url: str | None = None
+    """Endpoint of the S3-compatible store (MinIO, Ceph, moto...); AWS's when unset."""
+
+    broker_url: str | None = None
+    """Celery broker (``redis://host:6379/0``): jobs run on ``amanuensis worker`` processes on
+    any machine. Unset: the service runs jobs itself, one at a time per ``job_workers``."""
+
+    job_workers: int = Field(default=1, ge=1)
+    """Jobs the service runs at once when it executes them itself (no broker)."""
+
+    job_max_queued: int = Field(default=1000, ge=1)
+    """Jobs that may wait at once; a submission beyond that gets 429."""
+
+    job_max_audio_seconds: float = Field(default=6 * 3600, gt=0)
+    """Longest audio a job accepts, in seconds; longer uploads get 413."""
+
+    job_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    """Finished jobs (records, audio, results) are deleted this long after they end."""
+
+    job_visibility_timeout_seconds: float = Field(default=3600, gt=0)
+    """A running job whose worker has not reported for this long is presumed dead and runs
+    again (the broker re-delivers its unacknowledged task after the same time)."""
+
+    worker_max_jobs: int = Field(default=50, ge=1)
+    """``amanuensis worker`` replaces its child process after this many jobs, bounding memory."""
+
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port on which ``amanuensis worker`` serves its job metrics (``/metrics``); none when
+    unset."""
+
+    webhook_secret: SecretStr | None = None
+    """When set, webhook bodies are signed: ``X-Amanuensis-Signature: sha256=<hex HMAC-SHA256 of
+    the body>``."""
+
+    webhook_allowed_hosts: list[str] = []
+    """Host names or addresses a job's ``callback_url`` may point at (JSON list, e.g.
+    ``["hooks.example.com"]``); callbacks are refused when empty."""
+
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    """Deliveries tried per webhook before it is recorded as failed."""
+
+    webhook_backoff_seconds: float = Field(default=2.0, ge=0)
+    """Wait before the second delivery attempt, doubled before each later one."""
+
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long one webhook delivery may take before it counts as failed."""
     @property
     def model_choice(self) -> ModelChoice:
         """The configured model's id and where it loads from."""

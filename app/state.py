@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.errors import NotReady
+from app.jobs.service import JobService
 from app.metrics import ServiceMetrics
 from app.settings import Settings
 from app.transcription.engine import Engine
@@ -24,6 +25,8 @@ class ServiceState:
     problem: str | None = "the model is still loading"
     problem_code: str = "model_loading"
     started_at: float = field(default_factory=time.time)
+    jobs: JobService | None = None
+    """Job submission, records and execution; started with the service."""
     owned: list[Engine | UnifiedNPURuntime] = field(default_factory=list)
     """What the service built itself and closes at shutdown (not what a caller handed it)."""
     realtime_sessions: int = 0

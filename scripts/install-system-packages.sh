@@ -4,7 +4,8 @@
 set -u
 # docker.io (dockerd and the client that speaks BuildKit without buildx) and debootstrap: the
 # image tests (tests/deploy/test_image.py) build and run the image on a private daemon.
-packages=(g++ make prometheus docker-compose docker.io debootstrap ffmpeg chromium)
+packages=(g++ make prometheus docker-compose docker.io debootstrap ffmpeg
+          redis-server postgresql chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

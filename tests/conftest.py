@@ -20,6 +20,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 180
 
 
+@pytest.fixture(scope="session", autouse=True)
+def job_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every app and service process a test starts keeps its job records and files in a
+    temporary directory (``AMANUENSIS_DATA_DIR``), never in the working tree."""
+    data_dir = tmp_path_factory.mktemp("job-data")
+    previous = os.environ.get("AMANUENSIS_DATA_DIR")
+    os.environ["AMANUENSIS_DATA_DIR"] = str(data_dir)
+    yield data_dir
+    if previous is None:
+        os.environ.pop("AMANUENSIS_DATA_DIR", None)
+    else:
+        os.environ["AMANUENSIS_DATA_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Random-weights Whisper (CTranslate2), wav2vec2 aligner and Punkt tables, generated once."""

@@ -45,7 +45,8 @@ class RequestMetrics:
 
 
 def _endpoint(scope: Scope) -> str:
-    """The endpoint's path (the routes have no path parameters), or ``unmatched``: label values
+    """The matched route's path template (``/v1/jobs/{job_id}``; the path itself when refused
+    before routing), or ``unmatched``: label values
     stay a fixed set whatever URLs clients send."""
-    path = scope["path"]
+    path = getattr(scope.get("route"), "path", scope["path"])
     return path if path in scope["app"].state.endpoints else "unmatched"

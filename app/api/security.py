@@ -40,13 +40,18 @@ def key_is_valid(api_key: str, sent: bytes) -> bool:
 class ApiKeyGate:
     """Lets a request to a protected path through only with the right bearer key."""
 
-    def __init__(self, app: ASGIApp, api_key: str, protected: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, protected: Iterable[str],
+                 protected_prefixes: Iterable[str] = ()) -> None:
         self.app = app
         self._expected = _digest(api_key.encode("utf-8"))
         self._protected = frozenset(protected)
+        self._prefixes = tuple(protected_prefixes)
+
+    def _guards(self, path: str) -> bool:
+        return path in self._protected or path.startswith(self._prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self._protected:
+        if scope["type"] != "http" or not self._guards(scope["path"]):
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(_authorization(scope))

@@ -118,6 +118,13 @@ async def transcribe(
     return _finish(state, transcription, clock, render)
 
 
+def check_granularities(granularities: list[str]) -> None:
+    unknown = sorted(set(granularities) - {"word", "segment"})
+    if unknown:
+        raise InvalidRequest(f"timestamp_granularities must be 'word' or 'segment', not {unknown}",
+                             param="timestamp_granularities")
+
+
 def _check_model(state: ServiceState, requested: str | None) -> None:
     """404 (OpenAI's ``model_not_found``) unless ``requested`` names the loaded model, is
     OpenAI's ``whisper-1`` alias, or is absent."""
@@ -140,10 +147,7 @@ async def _openai(
     granularities: list[str],
 ) -> Response:
     _check_model(state, model)
-    unknown = sorted(set(granularities) - {"word", "segment"})
-    if unknown:
-        raise InvalidRequest(f"timestamp_granularities must be 'word' or 'segment', not {unknown}",
-                             param="timestamp_granularities")
+    check_granularities(granularities)
     words = "word" in granularities
     if words and response_format != "verbose_json":
         raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",

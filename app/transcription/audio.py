@@ -14,7 +14,7 @@ refused with 400 as soon as a frame holds one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,22 +37,38 @@ def decode_audio(
     Raises :class:`AudioTooLong` once more than ``max_seconds`` have been decoded (no limit when
     ``None``) and :class:`WorkStopped` between frames once ``should_stop()`` says so.
     """
+    chunks = list(_checked_pieces(source, _Limit(max_seconds, should_stop, param)))
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def measure_audio(source: BinaryIO, *, max_seconds: float | None = None,
+                  param: str = "file") -> float:
+    """Seconds of audio in ``source``, decoded in full (so it is known to decode, with the same
+    refusals as :func:`decode_audio`) without keeping the samples: what a job submission checks
+    before storing hours of audio."""
+    limit = _Limit(max_seconds, None, param)
+    for _ in _checked_pieces(source, limit):
+        pass
+    return limit.samples / SAMPLE_RATE
+
+
+def _checked_pieces(source: BinaryIO, limit: _Limit) -> Iterator[np.ndarray]:
+    """The decoded pieces of ``source``'s first audio stream, each checked by ``limit``; client
+    errors for an empty upload, no audio stream, nothing decodable or no samples."""
     if _is_empty(source):
-        raise EmptyAudio("the uploaded file is empty", param=param)
-    limit = _Limit(max_seconds, should_stop, param)
+        raise EmptyAudio("the uploaded file is empty", param=limit.param)
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise EmptyAudio("the uploaded file has no audio stream", param=param)
+                raise EmptyAudio("the uploaded file has no audio stream", param=limit.param)
             stream = container.streams.audio[0]
             limit.check_declared(_declared_seconds(container, stream))
-            samples = _decode_stream(container, stream, limit)
+            yield from _pieces(container, stream, limit)
     except av.FFmpegError as error:
         raise UnsupportedMedia(f"the uploaded file could not be decoded as audio: {error}",
-                               param=param) from error
-    if samples.size == 0:
-        raise EmptyAudio("the uploaded file contains no audio samples", param=param)
-    return samples
+                               param=limit.param) from error
+    if limit.samples == 0:
+        raise EmptyAudio("the uploaded file contains no audio samples", param=limit.param)
 
 
 def decode_file(path: Path) -> np.ndarray:
@@ -104,17 +120,14 @@ def _declared_seconds(container: av.container.InputContainer,
     return None
 
 
-def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream,
-                   limit: _Limit) -> np.ndarray:
+def _pieces(container: av.container.InputContainer, stream: av.AudioStream,
+            limit: _Limit) -> Iterator[np.ndarray]:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = []
     for frame in container.decode(stream):
-        chunks.extend(limit.check(out.to_ndarray().reshape(-1))
-                      for out in resampler.resample(frame))
-    chunks.extend(limit.check(out.to_ndarray().reshape(-1)) for out in resampler.resample(None))
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+        for out in resampler.resample(frame):
+            yield limit.check(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        yield limit.check(out.to_ndarray().reshape(-1))
 
 
 def _is_empty(source: BinaryIO) -> bool:

@@ -24,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from app.api import monitoring, transcriptions
+from app.api import jobs, monitoring, transcriptions
 from npu.audio_spec import SAMPLE_RATE
 from tests.synth_media import tone, wav_pcm16
 
@@ -35,7 +35,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 OPERATIONS = sorted(
     (route.path, method)
-    for route in [*transcriptions.router.routes, *monitoring.router.routes]
+    for route in [*transcriptions.router.routes, *jobs.router.routes, *monitoring.router.routes]
     if isinstance(route, APIRoute)
     for method in route.methods
 )

@@ -10,7 +10,7 @@ import pytest
 
 from app.errors import AudioTooLong, EmptyAudio, InvalidAudio, UnsupportedMedia, WorkStopped
 from app.settings import Settings
-from app.transcription.audio import decode_audio
+from app.transcription.audio import decode_audio, measure_audio
 from npu.audio_spec import SAMPLE_RATE
 from tests.app.service_helpers import sine_file, video_only_file
 from tests.synth_media import float_wav, silent_flac, tone, without_declared_length
@@ -112,3 +112,15 @@ def test_decoding_stops_between_frames_once_asked_to():
     with pytest.raises(WorkStopped):
         decode_audio(io.BytesIO(silent_flac(3600)), should_stop=stop_after_three)
     assert len(asked) == 4
+
+
+@pytest.mark.parametrize(("container", "codec", "seconds"), [("wav", "pcm_s16le", 2.5),
+                                                            ("ogg", "libopus", 1.0)])
+def test_measure_agrees_with_decode_and_refuses_the_same(container, codec, seconds):
+    data = sine_file(container, codec, rate=48000, seconds=seconds)
+    assert measure_audio(io.BytesIO(data)) == decode_audio(io.BytesIO(data)).shape[0] / 16000
+    assert abs(measure_audio(io.BytesIO(data)) - seconds) < 0.05
+    with pytest.raises(UnsupportedMedia):
+        measure_audio(io.BytesIO(b"not audio at all"))
+    with pytest.raises(EmptyAudio):
+        measure_audio(io.BytesIO(b""))

@@ -45,6 +45,13 @@ CONTRACT_METRICS = {
     "amanuensis_model_load_seconds": "gauge",
     "amanuensis_queue_depth": "gauge",
     "amanuensis_rejected_requests_total": "counter",
+    "amanuensis_jobs": "gauge",
+    "amanuensis_job_queue_depth": "gauge",
+    "amanuensis_jobs_finished_total": "counter",
+    "amanuensis_job_duration_seconds": "histogram",
+    "amanuensis_job_realtime_factor": "histogram",
+    "amanuensis_job_webhooks_total": "counter",
+    "amanuensis_job_webhook_attempts_total": "counter",
 }
 
 PROMQL_FUNCTIONS = {

@@ -32,12 +32,18 @@ class FakeNpu:
 @pytest.fixture
 def fake_npu(tmp_path, monkeypatch) -> FakeNpu:
     """A fake NPU: the strict fake pyxrt as ``pyxrt``, /dev/accel/accel0 and artifacts in tmp."""
+    yield install_fake_npu(monkeypatch, tmp_path)
+    sys.modules.pop("pyxrt", None)
+
+
+def install_fake_npu(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakeNpu:
+    """Make the strict fake pyxrt importable as ``pyxrt`` (fresh counters) and a fake device
+    and artifacts under ``root``; undone with ``monkeypatch`` (the caller drops ``pyxrt``)."""
     monkeypatch.syspath_prepend(str(FAKES_DIR))
     monkeypatch.delitem(sys.modules, "pyxrt", raising=False)
     import pyxrt
 
     pyxrt.reset()
-    env = pyxrt.make_fake_device(tmp_path)
+    env = pyxrt.make_fake_device(root)
     monkeypatch.setenv("AMANUENSIS_NPU_DEVICE_DIR", env["AMANUENSIS_NPU_DEVICE_DIR"])
-    yield FakeNpu(pyxrt, Path(env["ARTIFACTS_DIR"]), Path(env["AMANUENSIS_NPU_DEVICE_DIR"]))
-    sys.modules.pop("pyxrt", None)
+    return FakeNpu(pyxrt, Path(env["ARTIFACTS_DIR"]), Path(env["AMANUENSIS_NPU_DEVICE_DIR"]))
