@@ -18,7 +18,8 @@ from app.errors import WorkStopped
 from app.settings import Settings
 from app.transcription.engine import Engine
 from npu.runtime import UnifiedNPURuntime
-from tests.app.test_busy_and_faults import metric, serve
+from tests.app.service_helpers import metric_value
+from tests.app.test_busy_and_faults import serve
 from tests.speech import SPEECH_DIR, decode_16k_mono
 from tests.synth_media import wav_pcm16
 
@@ -100,6 +101,6 @@ def test_a_request_past_its_deadline_stops_within_a_chunk_and_the_next_is_served
         good = client.post("/transcribe", files={"file": ("a.wav", silence, "audio/wav")})
         assert good.status_code == 200, good.text[:300]
         scraped = client.get("/metrics").text
-        assert metric(scraped, "amanuensis_rejected_requests_total",
-                      {"reason": "deadline_exceeded"}) == 1
+        assert metric_value(scraped, "amanuensis_rejected_requests_total",
+                            {"reason": "deadline_exceeded"}) == 1
     assert threading.active_count() < 50
