@@ -14,7 +14,6 @@ both x-realtimes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -60,21 +59,6 @@ def speech_audio(seconds: float):
     return np.concatenate(parts)[:needed]
 
 
-def wav_bytes(audio) -> bytes:
-    """16 kHz mono 16-bit PCM WAV of ``audio``."""
-    import wave
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as output:
-        output.setnchannels(1)
-        output.setsampwidth(2)
-        output.setframerate(SAMPLE_RATE)
-        output.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
 def start_service() -> tuple[str, subprocess.Popen]:
     import httpx
 
@@ -107,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from app.transcription.vad import bundled_vad
 
     audio = speech_audio(args.seconds)
+    from app.transcription.audio import wav_bytes
+
     upload = wav_bytes(audio)
     audio_seconds = audio.size / SAMPLE_RATE
     process = None

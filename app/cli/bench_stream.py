@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import math
 import sys
 import time
-import wave
 from pathlib import Path
 
 SAMPLE_RATE = 16_000
@@ -107,10 +105,12 @@ async def _session(args: argparse.Namespace, utterances: list):
 async def _uploads(base_url: str, utterances: list) -> list[float]:
     import httpx
 
+    from app.transcription.audio import wav_bytes
+
     seconds = []
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
         for audio in utterances:
-            wav = _wav(audio)
+            wav = wav_bytes(audio)
             started = time.monotonic()
             response = await client.post("/v1/audio/transcriptions",
                                          files={"file": ("utterance.wav", wav, "audio/wav")},
@@ -118,18 +118,6 @@ async def _uploads(base_url: str, utterances: list) -> list[float]:
             response.raise_for_status()
             seconds.append(time.monotonic() - started)
     return seconds
-
-
-def _wav(audio) -> bytes:
-    import numpy as np
-
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def _p(values: list[float], fraction: float) -> float:

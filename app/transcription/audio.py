@@ -14,6 +14,8 @@ refused with 400 as soon as a frame holds one.
 
 from __future__ import annotations
 
+import io
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -135,6 +137,18 @@ def _is_empty(source: BinaryIO) -> bool:
     empty = not source.read(1)
     source.seek(position)
     return empty
+
+
+def wav_bytes(audio: np.ndarray) -> bytes:
+    """16 kHz mono 16-bit PCM WAV of float ``audio`` (clipped to [-1, 1]): how the benchmarks
+    upload decoded audio."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as output:
+        output.setnchannels(1)
+        output.setsampwidth(2)
+        output.setframerate(SAMPLE_RATE)
+        output.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
 
 
 def duration_seconds(audio: np.ndarray) -> float:
