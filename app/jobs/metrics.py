@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.jobs.records import JobStatus
+from app.jobs.records import FINISHED, JobStatus
 
 JOB_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+WEBHOOK_OUTCOMES = ("delivered", "failed")
 
 
 class JobMetrics:
@@ -34,6 +35,10 @@ class JobMetrics:
         self.webhook_attempts = Counter("amanuensis_job_webhook_attempts",
                                         "webhook POSTs tried, successful or not",
                                         registry=registry)
+        for status in FINISHED:  # every series exists from start-up, at 0, so rates have data
+            self.ended.labels(status=status)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhooks.labels(outcome=outcome)
 
 
 class QueueCollector(Collector):
