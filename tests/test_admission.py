@@ -400,7 +400,15 @@ def test_no_more_threads_work_than_slots_under_a_burst():
     run_scenario(check)
 
 
+def slot_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("amanuensis-slot")}
+
+
 def test_close_leaves_no_model_threads():
+    """None of the threads this controller started outlives its close (other controllers -
+    a session's in-process servers - may hold their own)."""
+    before = slot_threads()
+
     async def main():
         controller, _ = make_controller(concurrent=2, queue=0)
         job = BlockedJob("x")
@@ -409,7 +417,7 @@ def test_close_leaves_no_model_threads():
         await asyncio.to_thread(controller.close)
 
     asyncio.run(main())
-    assert not [t for t in threading.enumerate() if t.name.startswith("amanuensis-slot")]
+    assert not slot_threads() - before
 
 
 def test_refusals_answer_in_the_api_error_shape():
