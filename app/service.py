@@ -26,17 +26,13 @@ from app.api.request_metrics import RequestMetrics
 from app.api.security import ApiKeyGate, api_key_scheme, install_cors
 from app.errors import install_error_handlers
 from app.jobs.service import JobService
+from app.runtime import create_runtime
 from app.settings import Settings
 from app.state import ServiceState
 from app.transcription.engine import Engine, model_n_mels
 from npu.runtime import UnifiedNPURuntime
 
 logger = logging.getLogger("amanuensis")
-
-
-def create_runtime(settings: Settings, n_mels: int = 80) -> UnifiedNPURuntime:
-    """The process-wide runtime for ``settings.mel_backend`` (``cpu`` never touches the NPU)."""
-    return UnifiedNPURuntime.from_config(settings.front_end_config(n_mels))
 
 
 def load(state: ServiceState) -> None:

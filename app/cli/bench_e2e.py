@@ -71,7 +71,7 @@ def contestants(model: str, threads: int) -> list[tuple[str, Callable]]:
     import whisperx
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from app.service import create_runtime
+    from app.runtime import create_runtime
     from app.settings import Settings
     from app.transcription.engine import Engine
 

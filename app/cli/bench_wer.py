@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.evaluation.corpus import folder_utterances, shared_utterances
     from app.evaluation.wer import word_error_rate
-    from app.service import create_runtime
+    from app.runtime import create_runtime
     from app.settings import Settings
     from app.transcription.audio import decode_audio, duration_seconds
     from app.transcription.engine import Engine, model_n_mels

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api.formatting import service_body, subtitles
     from app.errors import APIError
-    from app.service import create_runtime
+    from app.runtime import create_runtime
     from app.settings import Settings
     from app.transcription.audio import decode_audio
     from app.transcription.engine import Engine, model_n_mels

@@ -66,13 +66,13 @@ def _worker_context(settings: Settings):
         if _context is None:
             from prometheus_client import REGISTRY, start_http_server
 
-            from app.jobs.service import job_context
-            from app.service import create_runtime
+            from app.jobs.tasks import JobContext
+            from app.runtime import create_runtime
             from app.transcription.engine import Engine, model_n_mels
 
             runtime = create_runtime(settings, model_n_mels(settings))
             engine = Engine(settings, runtime)
-            _context = job_context(settings, lambda: engine, REGISTRY)
+            _context = JobContext.from_settings(settings, lambda: engine, REGISTRY)
             if settings.worker_metrics_port:
                 try:
                     start_http_server(settings.worker_metrics_port)

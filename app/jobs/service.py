@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import APIError, AudioTooLong
 from app.jobs.executor import EmbeddedExecutor
-from app.jobs.metrics import JobMetrics, QueueCollector
-from app.jobs.records import ACTIVE, Job, JobRecords, JobStatus
-from app.jobs.storage import AUDIO, RESULT, JobFiles, StoreError, open_files
+from app.jobs.metrics import QueueCollector
+from app.jobs.records import ACTIVE, Job, JobStatus
+from app.jobs.storage import AUDIO, RESULT, StoreError
 from app.jobs.tasks import JobContext, sweep_expired, transcription_from_json
 from app.settings import Settings
 from app.transcription.audio import measure_audio
@@ -52,31 +52,13 @@ class JobQueueFull(APIError):
     code = "job_queue_full"
 
 
-def database_url(settings: Settings) -> str:
-    if settings.database_url:
-        return settings.database_url
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{settings.data_dir.resolve() / 'jobs.sqlite3'}"
-
-
-def job_files(settings: Settings) -> JobFiles:
-    return open_files(settings.storage_url, settings.data_dir / "files",
-                      settings.storage_endpoint_url)
-
-
-def job_context(settings: Settings, engine: Callable[[], Engine | None],
-                registry: CollectorRegistry) -> JobContext:
-    return JobContext(settings, JobRecords.from_url(database_url(settings)), job_files(settings),
-                      engine, JobMetrics(registry))
-
-
 class JobService:
     """Everything the jobs routes call."""
 
     def __init__(self, settings: Settings, engine: Callable[[], Engine | None],
                  registry: CollectorRegistry) -> None:
         self.settings = settings
-        self.context = job_context(settings, engine, registry)
+        self.context = JobContext.from_settings(settings, engine, registry)
         self.records, self.files = self.context.records, self.context.files
         registry.register(QueueCollector(self.records.counts))
         self.celery = None

@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Self
 
+from prometheus_client import CollectorRegistry
+
 from app.errors import APIError
 from app.jobs.metrics import JobMetrics
 from app.jobs.records import Job, JobRecords, JobStatus
-from app.jobs.storage import AUDIO, RESULT, JobFiles
+from app.jobs.storage import AUDIO, RESULT, JobFiles, open_files
 from app.jobs.webhooks import WebhookPolicy, deliver
 from app.settings import Settings
 from app.transcription.audio import decode_audio
@@ -51,6 +53,14 @@ class JobStopped(Exception):
         self.audio_seconds = audio_seconds
 
 
+def database_url(settings: Settings) -> str:
+    """``AMANUENSIS_DATABASE_URL``, or the SQLite file under the data directory."""
+    if settings.database_url:
+        return settings.database_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{settings.data_dir.resolve() / 'jobs.sqlite3'}"
+
+
 @dataclass
 class JobContext:
     """What running a job needs; one per process."""
@@ -63,6 +73,15 @@ class JobContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the process shuts down: the running job stops at its next chunk and stays
     ``running`` for the next start (or another worker) to take over."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Callable[[], Engine | None],
+                      registry: CollectorRegistry) -> JobContext:
+        """The records, files and metrics ``settings`` name, around ``engine``."""
+        files = open_files(settings.storage_url, settings.data_dir / "files",
+                           settings.storage_endpoint_url)
+        return cls(settings, JobRecords.from_url(database_url(settings)), files, engine,
+                   JobMetrics(registry))
 
     @property
     def webhook_policy(self) -> WebhookPolicy:

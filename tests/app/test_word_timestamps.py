@@ -16,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from faster_whisper import WhisperModel
 
-from app.service import create_app, create_runtime
+from app.runtime import create_runtime
+from app.service import create_app
 from app.settings import Settings
 from app.transcription.audio import decode_file
 from app.transcription.engine import CROSS_ATTENTION, Engine

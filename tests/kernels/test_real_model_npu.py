@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from app.evaluation.wer import normalise, word_error_rate
-from app.service import create_runtime
+from app.runtime import create_runtime
 from app.settings import Settings
 from app.transcription.engine import Engine
 from tests.kernels.conftest import install_fake_npu

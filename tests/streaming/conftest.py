@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from app.service import create_app, create_runtime
+from app.runtime import create_runtime
+from app.service import create_app
 from app.settings import Settings
 from app.state import ServiceState
 from app.transcription.engine import Engine
