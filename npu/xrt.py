@@ -9,6 +9,7 @@ import importlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -129,3 +130,38 @@ def run_kernel(xrt, context: XrtContext, buffers: list, timeout_ms: int) -> None
         raise BackendError(FallbackReason.RUN_FAILED, f"kernel run: {error}") from error
     if state != xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
         raise BackendError(FallbackReason.RUN_FAILED, f"kernel run ended in state {state}")
+
+
+class XrtBackend:
+    """What closing an NPU back-end means, for every kernel: drop its buffers, give its share of
+    the process's XRT context back (:data:`XRT`), once, under the back-end's lock.
+
+    Subclasses set ``device_id``, ``xclbin_path``, ``_lock``, ``_closed`` and ``_context`` and
+    say in :meth:`_drop_buffers` which buffers they hold."""
+
+    device_id: int
+    xclbin_path: Path
+    _lock: threading.Lock
+    _closed: bool
+    _context: XrtContext | None
+
+    def _drop_buffers(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        if self._context is not None:
+            self._drop_buffers()
+            self._context = None
+            XRT.release(self.device_id, self.xclbin_path)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
@@ -27,7 +26,14 @@ from npu import audio_spec
 from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import host, tables
-from npu.xrt import DEFAULT_TIMEOUT_MS, XRT, XrtContext, host_buffers, open_kernel, run_kernel
+from npu.xrt import (
+    DEFAULT_TIMEOUT_MS,
+    XrtBackend,
+    XrtContext,
+    host_buffers,
+    open_kernel,
+    run_kernel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tu
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
 
 
-class NpuMelBackend:
+class NpuMelBackend(XrtBackend):
     """Log-mel features on the NPU, ``frames_per_call`` frames per kernel run."""
 
     def __init__(self, config: FrontEndConfig, frames_per_call: int, name: str,
@@ -130,23 +136,8 @@ class NpuMelBackend:
             return host.log_mel(audio, self.n_mels, padding, self.frames_per_call,
                                 self._execute, self._buffers)
 
-    def _release(self) -> None:
-        if self._context is not None:
-            self._bo_in = self._bo_out = None
-            self._context = None
-            XRT.release(self.device_id, self.xclbin_path)
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _drop_buffers(self) -> None:
+        self._bo_in = self._bo_out = None
 
 
 def open_npu_batch(config: FrontEndConfig) -> NpuMelBackend:

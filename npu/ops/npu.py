@@ -16,14 +16,14 @@ from __future__ import annotations
 import threading
 from functools import cache
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import numpy as np
 
 from npu.backend import NPU, BackendError, FallbackReason
 from npu.config import FrontEndConfig
 from npu.ops import golden, tables
-from npu.xrt import DEFAULT_TIMEOUT_MS, XRT, host_buffers, open_kernel, run_kernel
+from npu.xrt import DEFAULT_TIMEOUT_MS, XrtBackend, host_buffers, open_kernel, run_kernel
 
 PROBE_SEED = 20_251_203
 
@@ -33,7 +33,7 @@ def artifact_paths(kernel_dir: Path, stem: str) -> tuple[Path, Path]:
     return Path(kernel_dir) / f"{stem}.xclbin", Path(kernel_dir) / f"{stem}.insts.bin"
 
 
-class _NpuOpBackend:
+class _NpuOpBackend(XrtBackend):
     """What the GELU and attention back-ends share: open, buffers, one run, probe, close."""
 
     name = NPU
@@ -86,23 +86,8 @@ class _NpuOpBackend:
         if self._closed or self._context is None:
             raise RuntimeError(f"{self.stem} back-end is closed")
 
-    def _release(self) -> None:
-        if self._context is not None:
-            self._bos = {}
-            self._context = None
-            XRT.release(self.device_id, self.xclbin_path)
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _drop_buffers(self) -> None:
+        self._bos = {}
 
 
 def _gelu_call_elements() -> int:
