@@ -34,6 +34,13 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip 
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
  && pip install -c constraints.txt -r requirements.txt
 
+# make and g++: `amanuensis kernels verify` compiles the kernels' scalar paths for this CPU (into
+# $XDG_CACHE_HOME/amanuensis/kernels: the package's own folder is read-only) to prove their
+# arithmetic inside the image. After the dependency layer, so adding them does not rebuild it.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ make \
+ && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric id, so USER below and volume ownership do not depend on name lookups.
 RUN groupadd --system --gid 10001 amanuensis \
  && useradd --system --create-home --uid 10001 --gid 10001 amanuensis \

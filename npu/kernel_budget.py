@@ -11,8 +11,12 @@ the budget says which object it measured.
 
 from __future__ import annotations
 
+import argparse
+import json
 import struct
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,3 +140,32 @@ def tile_budget(npu: NpuTarget, fifo_buffers: int, kernel_object: Path, stack: i
         raise DesignError(f"kernel code is {budget.program} B, over the {budget.program_limit} B "
                           f"program memory of {npu.name}")
     return budget
+
+
+def op_design_main(op: str, description: str, config: dict,
+                   memory_budget: Callable[[NpuTarget, Path, dict], TileBudget],
+                   design_mlir: Callable[[NpuTarget, dict], str],
+                   argv: list[str] | None = None) -> int:
+    """The command line of an encoder op's design generator (``kernels/<op>/design.py``):
+    check the budget for ``--target`` with the measured ``--kernel-object``, then print the MLIR
+    (or, with ``--budget``, the budget as JSON); 1 with the reason when the design is refused."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--target", required=True, help="npu1 (AIE2) or npu2 (AIE2P)")
+    parser.add_argument("--kernel-object", type=Path, required=True,
+                        help="the kernel's object (AIE build, or the host build standing in), "
+                             "with its .su stack report beside it")
+    parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
+    args = parser.parse_args(argv)
+    try:
+        npu = target(args.target)
+        budget = memory_budget(npu, args.kernel_object, config)
+        text = design_mlir(npu, config)
+    except DesignError as error:
+        print(f"{op} design.py: {error}", file=sys.stderr)
+        return 1
+    if args.budget:
+        print(json.dumps(budget.as_dict()))
+    else:
+        print(f"// {op} on {npu.name}: tile memory {json.dumps(budget.as_dict())}", file=sys.stderr)
+        print(text, end="")
+    return 0

@@ -6,6 +6,7 @@ loader, the NPU back-ends, the settings' default) reads them from here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 KERNELS_DIR = (Path(__file__).parent / "kernel_sources").resolve()
@@ -18,8 +19,23 @@ DEFAULT_KERNEL_DIR = KERNELS_DIR / "build"
 """Where ``make -C kernels`` writes the xclbins and instruction streams (``AMANUENSIS_KERNEL_DIR``
 overrides it)."""
 
-HOST_BUILD_DIR = DEFAULT_KERNEL_DIR / "host"
-"""The kernels' scalar paths compiled for the host (``make -C kernels host``)."""
+
+
+def _host_build_root() -> Path:
+    if (Path(__file__).parent / "kernel_sources").is_symlink():
+        return DEFAULT_KERNEL_DIR
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "amanuensis" / "kernels"
+
+
+HOST_BUILD_ROOT = _host_build_root()
+"""The ``BUILD`` folder of ``make -C kernels host``: ``kernels/build`` in a checkout (where
+``kernel_sources`` is the link); in an installed package, whose folder may be read-only (the
+image), ``$XDG_CACHE_HOME/amanuensis/kernels`` (``~/.cache`` when unset), so ``kernels verify``
+and the host-backed fake NPU build there."""
+
+HOST_BUILD_DIR = HOST_BUILD_ROOT / "host"
+"""The kernels' scalar paths compiled for the host."""
 
 MEL_CONFIG_HEADER = KERNELS_DIR / "mel" / "mel_config.h"
 """The mel kernel's sizes and formats, read by :mod:`npu.mel.tables`."""

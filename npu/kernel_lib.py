@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from npu.kernel_files import HOST_BUILD_DIR, KERNELS_DIR
+from npu.kernel_files import HOST_BUILD_DIR, HOST_BUILD_ROOT, KERNELS_DIR
 from npu.mel import host
 
 _build_lock = threading.Lock()
@@ -27,14 +27,19 @@ class KernelBuildError(RuntimeError):
 
 
 def build_host_library() -> None:
-    """Run ``make -C kernels host`` once per process with this interpreter for the generator."""
+    """Run ``make -C kernels host`` once per process with this interpreter for the generator,
+    into :data:`~npu.kernel_files.HOST_BUILD_ROOT`; needs ``make`` and a C++20 compiler."""
     global _built
     with _build_lock:
         if _built:
             return
-        result = subprocess.run(
-            ["make", "-s", "-C", str(KERNELS_DIR), "host", f"PYTHON={sys.executable}"],
-            capture_output=True, text=True, check=False)
+        command = ["make", "-s", "-C", str(KERNELS_DIR), "host", f"PYTHON={sys.executable}",
+                   f"BUILD={HOST_BUILD_ROOT}"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+        except FileNotFoundError as error:
+            raise KernelBuildError("building the host kernels needs make and g++ (C++20): "
+                                   f"{error}") from error
         if result.returncode:
             raise KernelBuildError(f"make -C kernels host failed:\n{result.stdout}{result.stderr}")
         _built = True

@@ -17,13 +17,11 @@ count is a constant of the design. The runtime sequence moves the tiles in group
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from npu.kernel_budget import DesignError, NpuTarget, TileBudget, target, tile_budget
+from npu.kernel_budget import NpuTarget, TileBudget, op_design_main, tile_budget
 from npu.ops import tables
 
 BF16_BYTES = 2
@@ -123,28 +121,8 @@ module {{
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True, help="npu1 (AIE2) or npu2 (AIE2P)")
-    parser.add_argument("--kernel-object", type=Path, required=True,
-                        help="the kernel's object (AIE build, or the host build standing in), "
-                             "with its .su stack report beside it")
-    parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
-    args = parser.parse_args(argv)
-    config = tables.attention_config()
-    try:
-        npu = target(args.target)
-        budget = memory_budget(npu, args.kernel_object, config)
-        text = design_mlir(npu, config)
-    except DesignError as error:
-        print(f"attention design.py: {error}", file=sys.stderr)
-        return 1
-    if args.budget:
-        print(json.dumps(budget.as_dict()))
-    else:
-        print(f"// attention on {npu.name}: tile memory {json.dumps(budget.as_dict())}",
-              file=sys.stderr)
-        print(text, end="")
-    return 0
+    return op_design_main("attention", __doc__.splitlines()[0], tables.attention_config(), memory_budget,
+                          design_mlir, argv)
 
 
 if __name__ == "__main__":

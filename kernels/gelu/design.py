@@ -12,13 +12,11 @@ memory, code within program memory) and refuses a design that does not fit.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from npu.kernel_budget import DesignError, NpuTarget, TileBudget, target, tile_budget
+from npu.kernel_budget import NpuTarget, TileBudget, op_design_main, tile_budget
 from npu.ops import tables
 
 BF16_BYTES = 2
@@ -75,27 +73,8 @@ module {{
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True, help="npu1 (AIE2) or npu2 (AIE2P)")
-    parser.add_argument("--kernel-object", type=Path, required=True,
-                        help="the kernel's object (AIE build, or the host build standing in), "
-                             "with its .su stack report beside it")
-    parser.add_argument("--budget", action="store_true", help="print the budget as JSON only")
-    args = parser.parse_args(argv)
-    config = tables.gelu_config()
-    try:
-        npu = target(args.target)
-        budget = memory_budget(npu, args.kernel_object, config)
-        text = design_mlir(npu, config)
-    except DesignError as error:
-        print(f"gelu design.py: {error}", file=sys.stderr)
-        return 1
-    if args.budget:
-        print(json.dumps(budget.as_dict()))
-    else:
-        print(f"// gelu on {npu.name}: tile memory {json.dumps(budget.as_dict())}", file=sys.stderr)
-        print(text, end="")
-    return 0
+    return op_design_main("gelu", __doc__.splitlines()[0], tables.gelu_config(), memory_budget,
+                          design_mlir, argv)
 
 
 if __name__ == "__main__":

@@ -302,3 +302,20 @@ def test_doctor_runs_from_the_installed_package(engine, service_image):
     assert report["mel_backend"] == "cpu" and report["self_check"]["ok"], result.stdout
     assert report["fallbacks"]["no_device"] > 0, result.stdout
     assert report["kernel_dir"].startswith("/opt/venv/lib/python3.11/site-packages/npu/"), report
+
+
+def test_kernels_verify_runs_from_the_installed_package(engine, service_image):
+    """`amanuensis kernels verify` in the image, as the non-root user: the host builds compile
+    from the package data into the user's cache (the package folder is read-only) and are
+    bit-exact against the golden models on the JFK clip, GELU and attention."""
+    clip = require_jfk()
+    result = engine.docker("run", "--rm", "-v", f"{clip.parent}:/speech:ro", service_image,
+                           "amanuensis", "kernels", "verify", "--frames", "2000", "--heads", "1",
+                           "--audio", f"/speech/{clip.name}", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["bit_exact"] and summary["gelu"]["bit_exact"], summary
+    assert summary["attention"]["bit_exact"], summary
+    located = engine.docker("run", "--rm", service_image, "python", "-c",
+                            "import npu.kernel_files as k; print(k.HOST_BUILD_DIR)").stdout.strip()
+    assert located == "/cache/amanuensis/kernels/host", located
