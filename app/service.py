@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 
@@ -29,8 +30,11 @@ from app.jobs.service import JobService
 from app.runtime import create_runtime
 from app.settings import Settings
 from app.state import ServiceState
-from app.transcription.engine import Engine, model_n_mels
+from app.transcription.result import model_n_mels
 from npu.runtime import UnifiedNPURuntime
+
+if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads with the model
+    from app.transcription.engine import Engine
 
 logger = logging.getLogger("amanuensis")
 
@@ -54,6 +58,8 @@ def load(state: ServiceState) -> None:
                   f"back to the CPU) or cpu, or install the NPU driver and kernels.")
             return
         state.owned.append(state.runtime)
+    from app.transcription.engine import Engine
+
     try:
         engine = Engine(settings, state.runtime)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log

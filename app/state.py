@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.admission import AdmissionController, AdmissionLimits, AdmissionMetrics
 from app.errors import NotReady
 from app.jobs.service import JobService
 from app.metrics import ServiceMetrics
 from app.settings import Settings
-from app.transcription.engine import Engine
 from npu.runtime import UnifiedNPURuntime
+
+if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads with the model
+    from app.transcription.engine import Engine
 
 
 @dataclass

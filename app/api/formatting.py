@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi.responses import PlainTextResponse, Response
 from whisperx.utils import LANGUAGES, WriteSRT, WriteVTT
 
-from app.transcription.engine import Transcription
+from app.transcription.result import Transcription
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
 MEDIA_TYPES: dict[str, str] = {

@@ -24,7 +24,7 @@ from app.errors import InvalidRequest, ModelNotFound, documented_errors
 from app.state import ServiceState
 from app.streaming.sse import stream_transcription
 from app.transcription.audio import decode_audio, duration_seconds
-from app.transcription.engine import Transcription
+from app.transcription.result import Transcription
 
 TRANSCRIPTION_ERRORS = documented_errors(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 TRANSCRIPTION_MEDIA = {200: {"description": "The transcript in the requested format",

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from app.runtime import create_runtime
     from app.settings import Settings
     from app.transcription.audio import decode_audio, duration_seconds
-    from app.transcription.engine import Engine, model_n_mels
+    from app.transcription.engine import Engine
+    from app.transcription.result import model_n_mels
 
     utterances = folder_utterances(args.folder) if args.folder else shared_utterances()
     utterances = utterances[:args.limit] if args.limit else utterances

@@ -34,7 +34,7 @@ def pyxrt_status() -> str:
 
 def configured_n_mels(settings) -> int:
     """The configured model's mel bands; 80 (and why) when the model cannot be resolved here."""
-    from app.transcription.engine import model_n_mels
+    from app.transcription.result import model_n_mels
 
     try:
         return model_n_mels(settings)

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from app.runtime import create_runtime
     from app.settings import Settings
     from app.transcription.audio import decode_audio
-    from app.transcription.engine import Engine, model_n_mels
+    from app.transcription.engine import Engine
+    from app.transcription.result import model_n_mels
 
     settings = Settings()
     if args.output:

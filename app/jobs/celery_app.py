@@ -68,7 +68,8 @@ def _worker_context(settings: Settings):
 
             from app.jobs.tasks import JobContext
             from app.runtime import create_runtime
-            from app.transcription.engine import Engine, model_n_mels
+            from app.transcription.engine import Engine
+            from app.transcription.result import model_n_mels
 
             runtime = create_runtime(settings, model_n_mels(settings))
             engine = Engine(settings, runtime)

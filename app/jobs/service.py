@@ -13,6 +13,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +26,10 @@ from app.jobs.storage import AUDIO, RESULT, StoreError
 from app.jobs.tasks import JobContext, sweep_expired, transcription_from_json
 from app.settings import Settings
 from app.transcription.audio import measure_audio
-from app.transcription.engine import Engine, Transcription
+from app.transcription.result import Transcription
+
+if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads with the model
+    from app.transcription.engine import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from prometheus_client import CollectorRegistry
 
@@ -32,7 +32,10 @@ from app.jobs.storage import AUDIO, RESULT, JobFiles, open_files
 from app.jobs.webhooks import WebhookPolicy, deliver
 from app.settings import Settings
 from app.transcription.audio import decode_audio
-from app.transcription.engine import Engine, Transcription
+from app.transcription.result import Transcription
+
+if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads with the model
+    from app.transcription.engine import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, UploadFile
 from fastapi.responses import StreamingResponse
@@ -28,7 +28,10 @@ from app.errors import APIError, error_body
 from app.state import ServiceState
 from app.streaming.deltas import TextDeltas
 from app.transcription.audio import decode_audio, duration_seconds
-from app.transcription.engine import Engine, Transcription
+from app.transcription.result import Transcription
+
+if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads with the model
+    from app.transcription.engine import Engine
 
 
 def event(payload: dict) -> str:

@@ -33,12 +33,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -55,6 +54,7 @@ from app.errors import AlignmentUnavailable, InvalidRequest, WorkStopped
 from app.settings import Settings
 from app.transcription.audio import duration_seconds
 from app.transcription.cross_attention import cross_attention_words
+from app.transcription.result import Transcription, model_dir
 from app.transcription.vad import bundled_vad
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 
@@ -230,48 +230,6 @@ of digital silence would otherwise cost minutes)."""
 def carries_signal(audio: np.ndarray) -> bool:
     """Whether any sample reaches :data:`SILENT_PEAK` (two reductions, no copy of the audio)."""
     return audio.size > 0 and max(float(audio.max()), -float(audio.min())) >= SILENT_PEAK
-
-
-@dataclass
-class Transcription:
-    """What the engine hands to the formatters."""
-
-    language: str
-    duration: float
-    segments: list[dict]
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    mel_backend: str | None = None
-    """The mel back-end that served most of this request's chunks (``None``: no mel call)."""
-    word_timestamps_method: str | None = None
-    """How the words were timed: :data:`CROSS_ATTENTION` or :data:`WAV2VEC2` (``None``: no
-    words asked for)."""
-
-    @property
-    def text(self) -> str:
-        return "".join(segment["text"] for segment in self.segments).strip()
-
-
-def model_dir(settings: Settings) -> Path:
-    """The configured model's CTranslate2 directory: a model name is resolved (downloaded when
-    needed) as the model load would do anyway."""
-    from faster_whisper.utils import download_model
-
-    source = settings.model_choice.source
-    path = Path(source)
-    if not path.is_dir():
-        path = Path(download_model(source, cache_dir=str(settings.model_cache_dir)
-                                   if settings.model_cache_dir else None))
-    return path
-
-
-def model_n_mels(settings: Settings) -> int:
-    """Mel bands the configured Whisper model expects (80, or 128 for large-v3), read the way
-    faster-whisper reads them: ``feature_size`` in the model's ``preprocessor_config.json``, so
-    the runtime can be created for the right size before the model is loaded."""
-    config = model_dir(settings) / "preprocessor_config.json"
-    if not config.is_file():
-        return 80
-    return int(json.loads(config.read_text()).get("feature_size", 80))
 
 
 class Engine:

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from app.service import create_app
 from app.settings import Settings
-from app.transcription.engine import Engine, Transcription
+from app.transcription.engine import Engine
+from app.transcription.result import Transcription
 from npu.audio_spec import SAMPLE_RATE
 from npu.backend import FallbackReason, MelBackendError
 from npu.config import FrontEndConfig

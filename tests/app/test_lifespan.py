@@ -58,10 +58,23 @@ def test_npu_only_without_an_npu_is_not_ready_with_the_fix(tiny_model_dir, monke
 
 
 def test_runtime_gets_the_models_mel_band_count(tiny_model_dir, tmp_path):
-    from app.transcription.engine import model_n_mels
+    from app.transcription.result import model_n_mels
 
     assert model_n_mels(Settings(model=str(tiny_model_dir))) == 80
     (tmp_path / "preprocessor_config.json").write_text('{"feature_size": 128}')
     assert model_n_mels(Settings(model=str(tmp_path))) == 128
     (tmp_path / "preprocessor_config.json").unlink()
     assert model_n_mels(Settings(model=str(tmp_path))) == 80  # faster-whisper's default
+
+
+def test_the_app_imports_without_whisperx():
+    """Importing the service (what uvicorn does before it listens) leaves WhisperX, torch and
+    transformers to the model-loading thread, so /health answers while they import."""
+    import subprocess
+    import sys
+
+    script = ("import sys, app.service; "
+              "print(sorted(m for m in ('whisperx.asr', 'torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.service import create_app
 from app.settings import Settings
-from app.transcription.engine import Transcription
+from app.transcription.result import Transcription
 from npu.audio_spec import SAMPLE_RATE
 from npu.runtime import UnifiedNPURuntime
 from tests.app.service_helpers import metric_samples_from_text
