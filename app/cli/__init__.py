@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -34,6 +33,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -52,8 +52,7 @@ def test_verify_runs_from_an_installed_wheel(tmp_path):
                     str(site), str(wheel)], check=True, capture_output=True)
     environment = {**os.environ, "PYTHONPATH": str(site), "XDG_CACHE_HOME": str(cache)}
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))",
-         "kernels", "verify", "--frames", "200", "--heads", "1",
+        [sys.executable, "-m", "app.cli", "kernels", "verify", "--frames", "200", "--heads", "1",
          "--audio", str(speech_file("jfk/jfk.wav"))],
         cwd=tmp_path, env=environment, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,0 +1,7 @@
+"""``python -m app.cli``: the ``amanuensis`` command without its entry-point script."""
+
+import sys
+
+from app.cli import main
+
+sys.exit(main())
