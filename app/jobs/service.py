@@ -139,7 +139,7 @@ class JobService:
                 continue  # started meanwhile, or another service sent it
             try:
                 self._send(job_id)
-            except Exception as error:  # kombu raises many kinds; all mean "down"
+            except Exception as error:  # noqa: BLE001 - kombu raises many kinds, all "down"
                 logger.warning("could not send job %s to the broker again: %s", job_id, error)
                 return
             self.context.metrics.redispatches.inc()

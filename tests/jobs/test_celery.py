@@ -13,7 +13,6 @@ import redis
 
 from app.jobs.celery_app import QUEUE
 from tests.app.service_helpers import metric_value
-
 from tests.jobs.helpers import (
     finished,
     real_model_env,
