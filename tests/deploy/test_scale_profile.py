@@ -137,18 +137,22 @@ def scale_stack(engine, service_image, stand_in_images, repo_root, tools, tmp_pa
         compose("down", "-v", "--remove-orphans", check=False)
 
 
-def _worker_hostnames(engine, compose) -> set[str]:
+def _workers(engine, compose) -> dict[str, dict]:
+    """Each worker container's configuration, by host name."""
     ids = compose("--profile", "scale", "ps", "-q", "worker").stdout.split()
-    return {engine.docker("inspect", "--format", "{{.Config.Hostname}}", container).stdout.strip()
-            for container in ids}
+    configs = [yaml.safe_load(engine.docker("inspect", "--format", "{{json .Config}}",
+                                            container).stdout) for container in ids]
+    return {config["Hostname"]: config for config in configs}
 
 
 def test_a_job_runs_on_a_worker_of_the_scale_profile(engine, scale_stack):
     if not JFK.exists():
         missing_speech(f"the shared JFK clip is not at {JFK}")
     base_url, compose = scale_stack
-    workers = _worker_hostnames(engine, compose)
+    workers = _workers(engine, compose)
     assert len(workers) == WORKERS, compose("ps", check=False).stdout
+    # Not the image's check of the service's /health, which a worker would fail forever.
+    assert all(config["Healthcheck"]["Test"] == ["NONE"] for config in workers.values()), workers
     with JFK.open("rb") as audio:
         submitted = httpx.post(f"{base_url}/v1/jobs", files={"file": (JFK.name, audio)},
                                timeout=60)
