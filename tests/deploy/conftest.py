@@ -55,6 +55,7 @@ CONTRACT_METRICS = {
     "amanuensis_job_realtime_factor": "histogram",
     "amanuensis_job_webhooks_total": "counter",
     "amanuensis_job_webhook_attempts_total": "counter",
+    "amanuensis_job_redispatches_total": "counter",
 }
 
 PROMQL_FUNCTIONS = {
