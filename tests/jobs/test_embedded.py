@@ -190,7 +190,7 @@ def test_a_running_job_holds_an_admission_slot(start_service, tmp_path):
     (the job holds the slot, it does not run beside it); the slot is free again once the job is
     cancelled, and after a job that succeeds."""
     speech = tmp_path / "speech.flac"
-    long_speech(speech, clips=10)
+    long_speech(speech, clips=20)  # outlasts the requests below; cancelled
     server = _service(start_service, tmp_path / "data", AMANUENSIS_MAX_QUEUE="0")
     assert _slots_held(server) == 0
     job = submit(server.base_url, speech)
