@@ -17,6 +17,9 @@ true once the deadline has passed or the request has been given up, and the work
 between steps (the decoder between frames, the engine between 30 s chunks) and ends by raising
 :class:`~app.errors.WorkStopped`. Until the thread actually ends its slot stays held, so the
 number of busy threads never exceeds the limit.
+
+Jobs the service runs itself take the same slots from their own threads
+(:class:`ThreadSlots`), after every waiting request and without a deadline.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -128,6 +132,8 @@ class AdmissionController:
         )
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+        """Waiters of :class:`ThreadSlots`: served after every waiting request."""
         self._mean_slot_seconds: float | None = None
 
     @property
@@ -176,6 +182,10 @@ class AdmissionController:
         """Admit, run ``work()`` on a model thread within the deadline, return its result."""
         async with self.admit(audio_seconds=audio_seconds, is_disconnected=is_disconnected) as slot:
             return await slot.run(work)
+
+    def thread_slots(self) -> ThreadSlots:
+        """Slots for work on threads of its own (call from the event loop)."""
+        return ThreadSlots(self, asyncio.get_running_loop())
 
     def close(self) -> None:
         """Wait for running work to end and stop the pool's threads; idempotent."""
@@ -239,15 +249,38 @@ class AdmissionController:
         self._release()
 
     def _release(self) -> None:
-        """Hand the slot to the oldest live waiter, or give it back."""
+        """Hand the slot to the oldest live waiting request, else to the oldest thread waiting
+        in :class:`ThreadSlots`, or give it back."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 self._show_depth()
                 return
+        while self._background:
+            waiter = self._background.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
         self._running -= 1
         self._show_depth()
+
+    def _request_for_thread(self, claim: _ThreadClaim) -> None:
+        if self._running < self.limits.max_concurrent and not self._waiters \
+                and not self._background:
+            self._running += 1
+            claim.grant()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(lambda done: None if done.cancelled() else claim.grant())
+        self._background.append(waiter)
+        claim.waiter = waiter
+
+    def _withdraw_for_thread(self, claim: _ThreadClaim) -> None:
+        waiter = claim.waiter
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+            self._background.remove(waiter)
 
     def _show_depth(self) -> None:
         self._metrics.queue_depth.set(len(self._waiters))
@@ -345,6 +378,70 @@ class Slot:
             f"{self.deadline_seconds:.1f} s (a base allowance plus time per second of audio, "
             f"counted from the request's arrival, queueing included)."
         )
+
+
+class ThreadSlots:
+    """The controller's slots for work that runs on threads of its own instead of the slot pool:
+    the durable jobs the service runs itself (the embedded deployment). A job holds a slot while
+    it transcribes, like a request, so jobs and requests together never run more than
+    ``max_concurrent`` transcriptions on the engine.
+
+    Such work has no deadline and is never refused: it waits for a slot behind every waiting
+    request (requests have deadlines, a job's wait is its time queued) and is not counted in
+    ``max_queue`` or ``amanuensis_queue_depth`` (at most one waiter per job worker; the wait
+    shows as the job staying ``queued``). Used from the worker threads; the controller's state
+    is changed only on its event loop.
+    """
+
+    def __init__(self, controller: AdmissionController, loop: asyncio.AbstractEventLoop,
+                 poll_seconds: float = 0.25) -> None:
+        self._controller = controller
+        self._loop = loop
+        self._poll_seconds = poll_seconds
+
+    @contextlib.contextmanager
+    def hold(self, stop: threading.Event) -> Iterator[bool]:
+        """Wait for a slot; yield ``True`` holding it until the block ends, or ``False`` when
+        ``stop`` was set before one was granted."""
+        claim = _ThreadClaim(self._controller)
+        self._loop.call_soon_threadsafe(self._controller._request_for_thread, claim)
+        while not claim.granted.wait(self._poll_seconds):
+            if stop.is_set() and claim.abandon():
+                self._loop.call_soon_threadsafe(self._controller._withdraw_for_thread, claim)
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            self._loop.call_soon_threadsafe(self._controller._release)
+
+
+class _ThreadClaim:
+    """One thread's request for a slot. Granting (on the loop) and abandoning (on the thread)
+    race; the lock makes exactly one win, and a grant that comes after the thread gave up is
+    given straight back."""
+
+    def __init__(self, controller: AdmissionController) -> None:
+        self._controller = controller
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.granted = threading.Event()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def grant(self) -> None:
+        with self._lock:
+            if not self._abandoned:
+                self.granted.set()
+                return
+        self._controller._release()
+
+    def abandon(self) -> bool:
+        """Give up waiting; ``False`` when the slot was granted first (the caller holds it)."""
+        with self._lock:
+            if self.granted.is_set():
+                return False
+            self._abandoned = True
+            return True
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:

@@ -106,7 +106,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load, args=(state,), name="amanuensis-model-load",
                                   daemon=True)
         loader.start()
-    state.jobs = JobService(state.settings, lambda: state.engine, state.metrics.registry)
+    state.jobs = JobService(state.settings, lambda: state.engine, state.metrics.registry,
+                            slots=state.admission.thread_slots())
     state.jobs.start()
     try:
         yield

@@ -195,6 +195,13 @@ class Settings(BaseSettings):
     """A running job whose worker has not reported for this long is presumed dead and runs
     again (the broker re-delivers its unacknowledged task after the same time)."""
 
+    job_redispatch_seconds: float = Field(default=600, gt=0)
+    """With a broker: a job still waiting to run (queued, or running on a worker presumed dead)
+    this long after it was last sent to the broker is sent again, in case its message was lost
+    (a broker that dropped it, a service stopped between recording and sending). The wait
+    before each later resend is at least the job's age at the previous one, so a job that is
+    merely waiting in a long queue gains few duplicates; a duplicate never runs a job twice."""
+
     worker_max_jobs: int = Field(default=50, ge=1)
     """``amanuensis worker`` replaces its child process after this many jobs, bounding memory."""
 

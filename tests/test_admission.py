@@ -567,3 +567,71 @@ def test_work_that_stops_itself_at_the_deadline_is_a_504_not_an_error():
                 await slot.run(stops_at_the_deadline)
 
     run_scenario(check)
+
+
+class ThreadHolder:
+    """A thread of its own taking a slot through :class:`ThreadSlots`, as a job does: it records
+    whether it got one and holds it until the test releases it."""
+
+    def __init__(self, controller: AdmissionController) -> None:
+        self.slots = controller.thread_slots()
+        self.stop = threading.Event()
+        self.release = threading.Event()
+        self.held: bool | None = None
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+        self.thread.start()
+
+    def _hold(self) -> None:
+        with self.slots.hold(self.stop) as held:
+            self.held = held
+            if held and not self.release.wait(timeout=30):
+                raise RuntimeError("test never released the slot")
+
+    def ended(self) -> bool:
+        return not self.thread.is_alive()
+
+
+def test_a_thread_holds_a_slot_and_waits_behind_queued_requests():
+    @scenario(concurrent=1, queue=1)
+    async def check(controller, registry):
+        first = ThreadHolder(controller)
+        await wait_until(lambda: first.held is True, "the first thread holds the slot")
+        assert controller.running == 1
+        request = BlockedJob("r")
+        task = asyncio.create_task(controller.run(request, audio_seconds=LONG_AUDIO))
+        await wait_until(lambda: controller.waiting == 1, "the request queued")
+        second = ThreadHolder(controller)
+        await asyncio.sleep(0.05)
+        assert second.held is None and controller.waiting == 1  # threads are not in max_queue
+        first.release.set()
+        await wait_until(request.started.is_set, "the request got the slot first")
+        assert second.held is None
+        request.release.set()
+        assert await task == "r"
+        await wait_until(lambda: second.held is True, "then the waiting thread")
+        second.release.set()
+        await wait_until(lambda: second.ended() and controller.running == 0, "all given back")
+
+    run_scenario(check)
+
+
+def test_a_thread_told_to_stop_while_waiting_gives_up_and_leaves_no_slot_taken():
+    @scenario(concurrent=1, queue=0)
+    async def check(controller, registry):
+        request = BlockedJob("r")
+        task = asyncio.create_task(controller.run(request, audio_seconds=LONG_AUDIO))
+        await wait_until(request.started.is_set, "the request runs")
+        waiting = ThreadHolder(controller)
+        await asyncio.sleep(0.05)
+        waiting.stop.set()
+        await wait_until(waiting.ended, "the thread gave up")
+        assert waiting.held is False
+        request.release.set()
+        assert await task == "r"
+        await wait_until(lambda: controller.running == 0, "the slot is free, not handed to it")
+        late = ThreadHolder(controller)
+        await wait_until(lambda: late.held is True, "a later thread gets the slot")
+        late.release.set()
+        await wait_until(lambda: late.ended() and controller.running == 0, "given back")
+
+    run_scenario(check)

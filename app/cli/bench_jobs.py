@@ -6,7 +6,8 @@ environment (``AMANUENSIS_MODEL``...). Each round submits ``--jobs`` jobs of ``-
 one worker consuming (the other told to stop consuming through Celery's remote control), then
 with both; a row per measurement gives audio hours transcribed per wall-clock hour, from the
 first submission to the last job's end. The last line is one JSON object with the medians and
-the scaling ratio (two workers over one).
+the scaling ratio (two workers over one), and how many measured jobs succeeded (all of them, or
+the bench stops with the first failure's error).
 """
 
 from __future__ import annotations
@@ -167,10 +168,12 @@ def run(args: argparse.Namespace) -> int:
         owned.extend(_start_workers(env, folder))
         _warm_up(jobs, data, args.timeout)
         rates: dict[int, list[float]] = {1: [], 2: []}
+        succeeded = 0
         for round_index in range(1, args.rounds + 1):
             for workers in (1, 2):
                 _consume(jobs.celery, WORKER_NAMES[1], on=workers == 2)
                 wall, used = _run_batch(jobs, data, args.jobs, args.timeout)
+                succeeded += args.jobs
                 rate = args.jobs * audio_seconds / wall
                 rates[workers].append(rate)
                 print(f"round={round_index} workers={workers} jobs={args.jobs} "
@@ -184,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     print(json.dumps({
         "bench": "jobs", "model": settings.model, "jobs": args.jobs, "rounds": args.rounds,
-        "audio_seconds_per_job": round(audio_seconds, 3), "threads_per_worker": args.threads,
+        "jobs_succeeded": succeeded, "audio_seconds_per_job": round(audio_seconds, 3), "threads_per_worker": args.threads,
         "audio_hours_per_hour_1_worker": round(one, 3),
         "audio_hours_per_hour_2_workers": round(two, 3),
         "scaling_ratio_2_vs_1": round(two / one, 3),

@@ -35,6 +35,9 @@ class JobMetrics:
         self.webhook_attempts = Counter("amanuensis_job_webhook_attempts",
                                         "webhook POSTs tried, successful or not",
                                         registry=registry)
+        self.redispatches = Counter("amanuensis_job_redispatches",
+                                    "jobs sent to the broker again, their message presumed lost "
+                                    "(AMANUENSIS_JOB_REDISPATCH_SECONDS)", registry=registry)
         for status in FINISHED:  # every series exists from start-up, at 0, so rates have data
             self.ended.labels(status=status)
         for outcome in WEBHOOK_OUTCOMES:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     update,
 )
@@ -56,6 +57,9 @@ class JobRow(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, index=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    dispatched_at: Mapped[float | None] = mapped_column(Float)
+    """When the job was last handed to whoever runs it (sent to the broker); ``None`` in
+    records written before the column existed, read as ``created_at``."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     """``host:pid`` of the process running (or that last ran) the job."""
@@ -134,7 +138,27 @@ def connect(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns a newer version defined to a table an older version created (each new
+    column is nullable), so an existing data directory or database keeps working."""
+    table = JobRow.__table__
+    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    with engine.begin() as connection:
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+
+
+def _claimable(stale_before: float):
+    """Queued, or running on a worker that has not reported since ``stale_before``."""
+    return ((JobRow.status == JobStatus.QUEUED.value)
+            | ((JobRow.status == JobStatus.RUNNING.value) & (JobRow.heartbeat_at < stale_before)))
 
 
 class JobRecords:
@@ -168,7 +192,8 @@ class JobRecords:
 
     def create(self, job_id: str, *, duration_seconds: float, options: dict,
                filename: str | None, callback_url: str | None) -> Job:
-        row = JobRow(id=job_id, status=JobStatus.QUEUED.value, created_at=time.time(),
+        now = time.time()
+        row = JobRow(id=job_id, status=JobStatus.QUEUED.value, created_at=now, dispatched_at=now,
                      attempts=0, duration_seconds=duration_seconds, progress_seconds=0.0,
                      options=options, filename=filename, callback_url=callback_url,
                      callback_status="pending" if callback_url else None, callback_attempts=0)
@@ -212,10 +237,7 @@ class JobRecords:
         with self._session() as session:
             result = session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id,
-                       (JobRow.status == JobStatus.QUEUED.value)
-                       | ((JobRow.status == JobStatus.RUNNING.value)
-                          & (JobRow.heartbeat_at < stale_before)))
+                .where(JobRow.id == job_id, _claimable(stale_before))
                 .values(status=JobStatus.RUNNING.value, started_at=now, heartbeat_at=now,
                         worker=worker, attempts=JobRow.attempts + 1, progress_seconds=0.0))
             if result.rowcount != 1:
@@ -224,13 +246,37 @@ class JobRecords:
 
     def next_claimable(self, *, stale_before: float) -> str | None:
         """The oldest job :meth:`claim` would give out."""
-        query = (select(JobRow.id)
-                 .where((JobRow.status == JobStatus.QUEUED.value)
-                        | ((JobRow.status == JobStatus.RUNNING.value)
-                           & (JobRow.heartbeat_at < stale_before)))
+        query = (select(JobRow.id).where(_claimable(stale_before))
                  .order_by(JobRow.created_at).limit(1))
         with self._session() as session:
             return session.scalar(query)
+
+    def redispatch_due(self, *, now: float, after: float, stale_before: float,
+                       limit: int = 100) -> list[tuple[str, float]]:
+        """Claimable jobs due to be sent again, oldest first, as ``(id, dispatched_at)``: last
+        sent at least ``after`` seconds before ``now``, and at least as long ago as the job's
+        age when it was last sent (so the waits between sends double)."""
+        sent = func.coalesce(JobRow.dispatched_at, JobRow.created_at)
+        query = (select(JobRow.id, JobRow.created_at, sent)
+                 .where(_claimable(stale_before), sent <= now - after)
+                 .order_by(JobRow.created_at).limit(limit))
+        with self._session() as session:
+            rows = session.execute(query).all()
+        return [(job_id, last) for job_id, created, last in rows
+                if now - last >= last - created]
+
+    def mark_dispatched(self, job_id: str, *, previous: float, now: float,
+                        stale_before: float) -> bool:
+        """Record a new send of the job if it still waits and nobody else has sent it since
+        ``previous`` (several services on one database send it once); whether to send."""
+        with self._session() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id,
+                       func.coalesce(JobRow.dispatched_at, JobRow.created_at) == previous,
+                       _claimable(stale_before))
+                .values(dispatched_at=now))
+            return result.rowcount == 1
 
     def requeue_running(self) -> int:
         """Put every running job back in the queue (a single executor starting up owns them)."""

@@ -5,6 +5,15 @@ Submission order: the upload is decoded (bad audio is refused like the synchrono
 refuse it), written to the store, then recorded, then dispatched; a failure at any step undoes
 the ones before, so a refused submission leaves nothing behind. A finished job's records and
 files are swept after the retention time by the service, in both deployments.
+
+With a broker, the same sweep sends again every job that still waits
+``AMANUENSIS_JOB_REDISPATCH_SECONDS`` after it was last sent (queued, or running on a worker
+presumed dead): its message may have been lost (a broker that dropped it, a service stopped
+between recording and sending). A duplicate message is harmless: :func:`~app.jobs.tasks.run_job`
+claims the record first, so a job runs once whatever the broker delivers.
+
+A cancelled job's webhook is sent by the service (its worker, if it had one, only stops), on a
+thread of its own so the ``DELETE`` answers at once; shutdown waits for deliveries under way.
 """
 
 from __future__ import annotations
@@ -12,18 +21,27 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.admission import ThreadSlots
 from app.errors import APIError, AudioTooLong
 from app.jobs.executor import EmbeddedExecutor
 from app.jobs.metrics import QueueCollector
 from app.jobs.records import ACTIVE, Job, JobStatus
 from app.jobs.storage import AUDIO, RESULT, StoreError
-from app.jobs.tasks import JobContext, sweep_expired, transcription_from_json
+from app.jobs.tasks import (
+    JobContext,
+    call_back,
+    observe_end,
+    sweep_expired,
+    transcription_from_json,
+)
 from app.settings import Settings
 from app.transcription.audio import measure_audio
 from app.transcription.result import Transcription
@@ -34,6 +52,9 @@ if TYPE_CHECKING:  # WhisperX takes seconds to import: the engine module loads w
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 60.0
+"""How often finished jobs past their retention are looked for (and, with a broker, jobs to send
+again: then at least four times per ``job_redispatch_seconds``)."""
+WEBHOOK_THREADS = 4
 
 
 class JobStoreUnavailable(APIError):
@@ -57,10 +78,11 @@ class JobQueueFull(APIError):
 
 
 class JobService:
-    """Everything the jobs routes call."""
+    """Everything the jobs routes call. ``slots`` are the admission slots the embedded executor's
+    jobs hold while they run (not needed with a broker: the workers run the jobs)."""
 
     def __init__(self, settings: Settings, engine: Callable[[], Engine | None],
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, slots: ThreadSlots | None = None) -> None:
         self.settings = settings
         self.context = JobContext.from_settings(settings, engine, registry)
         self.records, self.files = self.context.records, self.context.files
@@ -71,8 +93,12 @@ class JobService:
             from app.jobs.celery_app import make_celery
 
             self.celery = make_celery(settings)
+        elif slots is None:
+            raise ValueError("the embedded executor needs the service's admission slots")
         else:
-            self._executor = EmbeddedExecutor(self.context, settings.job_workers)
+            self._executor = EmbeddedExecutor(self.context, settings.job_workers, slots)
+        self._webhooks = ThreadPoolExecutor(WEBHOOK_THREADS,
+                                            thread_name_prefix="amanuensis-job-webhook")
         self._sweeper_stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="amanuensis-job-sweeper",
                                          daemon=True)
@@ -88,18 +114,41 @@ class JobService:
             self._executor.close()
         if self._sweeper.is_alive():
             self._sweeper.join()
+        self._webhooks.shutdown(wait=True)
         self.records.close()
 
     def _sweep(self) -> None:
+        interval = SWEEP_INTERVAL_SECONDS
+        if self.celery is not None:
+            interval = min(interval, self.settings.job_redispatch_seconds / 4)
         while True:
             try:
                 swept = sweep_expired(self.records, self.files, self.settings.job_retention_seconds)
                 if swept:
                     logger.info("deleted %d expired jobs", swept)
+                if self.celery is not None:
+                    self._redispatch()
             except (StoreError, SQLAlchemyError) as error:
-                logger.warning("job retention sweep failed: %s", error)
-            if self._sweeper_stop.wait(SWEEP_INTERVAL_SECONDS):
+                logger.warning("job sweep failed: %s", error)
+            if self._sweeper_stop.wait(interval):
                 return
+
+    def _redispatch(self) -> None:
+        """Send again the jobs whose message may have been lost (see the module's docstring)."""
+        now, stale_before = time.time(), self.context.stale_before()
+        for job_id, sent_at in self.records.redispatch_due(
+                now=now, after=self.settings.job_redispatch_seconds, stale_before=stale_before):
+            if not self.records.mark_dispatched(job_id, previous=sent_at, now=now,
+                                                stale_before=stale_before):
+                continue  # started meanwhile, or another service sent it
+            try:
+                self._send(job_id)
+            except Exception as error:  # noqa: BLE001 - kombu raises many kinds, all "down"
+                logger.warning("could not send job %s to the broker again: %s", job_id, error)
+                return
+            self.context.metrics.redispatches.inc()
+            logger.warning("job %s still waiting %.0f s after it was sent to the broker: sent "
+                           "again", job_id, now - sent_at)
 
     def submit(self, data: bytes, *, filename: str | None, options: dict,
                callback_url: str | None) -> Job:
@@ -137,12 +186,21 @@ class JobService:
         if self._executor is not None:
             self._executor.notify()
             return
-        from app.jobs.celery_app import RUN_JOB_TASK
-
         try:
-            self.celery.send_task(RUN_JOB_TASK, args=[job_id])
+            self._send(job_id)
         except Exception as error:  # kombu raises many kinds; all mean "down"
             raise JobStoreUnavailable(f"the job broker is unavailable: {error}") from error
+
+    def _send(self, job_id: str) -> None:
+        from app.jobs.celery_app import RUN_JOB_TASK
+
+        self.celery.send_task(RUN_JOB_TASK, args=[job_id])
+
+    def _call_back(self, job: Job) -> None:
+        try:
+            call_back(job, self.context)
+        except SQLAlchemyError as error:
+            logger.warning("job %s: could not record its webhook's outcome: %s", job.id, error)
 
     @staticmethod
     def _guard(action):
@@ -169,7 +227,11 @@ class JobService:
         job = self.get(job_id)
         if job.status in ACTIVE and self._guard(lambda: self.records.cancel(job_id)):
             self.files.delete_job(job_id)
-            return self.get(job_id)
+            cancelled = self.get(job_id)
+            observe_end(cancelled, self.context)
+            if cancelled.callback_url is not None:
+                self._webhooks.submit(self._call_back, cancelled)
+            return cancelled
         self.files.delete_job(job_id)
         self._guard(lambda: self.records.delete(job_id))
         return job

@@ -136,8 +136,8 @@ def run_job(job_id: str, context: JobContext) -> RunOutcome:
             ended = context.records.finish(job_id, job.attempts, JobStatus.FAILED,
                                            error=f"{type(error).__name__}: {error}")
     if ended is not None:
-        _observe(ended, context)
-        _call_back(ended, context)
+        observe_end(ended, context)
+        call_back(ended, context)
     return RunOutcome.RAN
 
 
@@ -191,7 +191,7 @@ class _Heartbeat:
         self._thread.join()
 
 
-def _observe(job: Job, context: JobContext) -> None:
+def observe_end(job: Job, context: JobContext) -> None:
     context.metrics.ended.labels(status=job.status).inc()
     if job.started_at is not None and job.finished_at is not None:
         elapsed = job.finished_at - job.started_at
@@ -200,7 +200,8 @@ def _observe(job: Job, context: JobContext) -> None:
             context.metrics.realtime_factor.observe(job.duration_seconds / elapsed)
 
 
-def _call_back(job: Job, context: JobContext) -> None:
+def call_back(job: Job, context: JobContext) -> None:
+    """POST the ended job's document to its ``callback_url`` (if any), recording the outcome."""
     if job.callback_url is None:
         return
     delivery = deliver(job.callback_url, job.document(), context.webhook_policy)

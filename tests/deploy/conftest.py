@@ -1,6 +1,7 @@
 """Fixtures for the deployment tests: the repository's deployment files, the tools that check
-them (docker-compose, promtool, prometheus, hadolint) and the metric contract the dashboard
-must keep to.
+them (docker-compose, promtool, prometheus, hadolint), the metric contract the dashboard
+must keep to, and for the image tests the private Docker engine and the service image built on
+it (one of each per run, shared by every module that runs containers).
 
 The helpers are handed out as fixtures (``contract``, ``tools``) rather than imported, so the
 tests work whatever the package layout of ``tests/`` becomes.
@@ -21,6 +22,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+
+from tests.deploy.docker_engine import BASE_IMAGE, EngineUnavailable, start_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +55,7 @@ CONTRACT_METRICS = {
     "amanuensis_job_realtime_factor": "histogram",
     "amanuensis_job_webhooks_total": "counter",
     "amanuensis_job_webhook_attempts_total": "counter",
+    "amanuensis_job_redispatches_total": "counter",
 }
 
 PROMQL_FUNCTIONS = {
@@ -178,3 +182,32 @@ def dashboard_queries(dashboard) -> list[tuple[str, str]]:
                for panel in dashboard["panels"] for target in panel.get("targets", [])]
     assert queries, "the dashboard has no queries"
     return queries
+
+
+SERVICE_IMAGE = "amanuensis:latest"
+
+
+@pytest.fixture(scope="session")
+def engine(deploy_report):
+    """The private Docker engine (tests/deploy/docker_engine.py) for every image test."""
+    try:
+        engine = start_engine()
+    except EngineUnavailable as reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(reason))
+        pytest.skip(str(reason))
+    deploy_report(f"private dockerd: storage driver {engine.storage_driver}")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def service_image(engine, deploy_report) -> str:
+    """The product's image, built from the Dockerfile on the debootstrap-made Debian base."""
+    engine.ensure_base_image()
+    if "base_image_s" in engine.timings:
+        deploy_report(f"base image (debootstrap + import): {engine.timings['base_image_s']:.0f} s")
+    seconds = engine.build(REPO_ROOT, SERVICE_IMAGE, build_args={"BASE_IMAGE": BASE_IMAGE})
+    size = engine.image_size(SERVICE_IMAGE)
+    deploy_report(f"service image build: {seconds:.0f} s; image size {size / 1e9:.2f} GB")
+    return SERVICE_IMAGE

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,14 +20,21 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.docker_engine import BASE_IMAGE, EngineUnavailable, start_engine
+from tests.deploy.containers import (
+    build_image,
+    compose_runner,
+    container_logs,
+    free_port,
+    port_is_free,
+    wait_for,
+)
+from tests.deploy.docker_engine import BASE_IMAGE
 from tests.speech import SPEECH_DIR, missing_speech
 
 # A cold build (no cached layers) downloads and unpacks the whole pinned set: the first test's
 # setup may take far longer than the suite's per-test timeout.
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-SERVICE_IMAGE = "amanuensis:latest"
 PROMETHEUS_IMAGE = "amanuensis-test/prometheus:debian"
 JFK = SPEECH_DIR / "jfk" / "jfk.wav"
 READY_TIMEOUT_S = 300
@@ -49,31 +54,6 @@ ENTRYPOINT ["/usr/bin/prometheus"]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def wait_for(description: str, timeout: float, probe, on_timeout=lambda: ""):
-    """Polls ``probe()`` until it returns something truthy; fails with ``on_timeout()``'s text."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"{description} not reached within {timeout:.0f} s\n{on_timeout()}")
-
-
 def metric_value(metrics_text: str, name: str) -> float:
     return sum(s.value for family in text_string_to_metric_families(metrics_text)
                for s in family.samples if s.name == name)
@@ -83,35 +63,6 @@ def require_jfk() -> Path:
     if not JFK.exists():
         missing_speech(f"the shared JFK clip is not at {JFK}")
     return JFK
-
-
-@pytest.fixture(scope="module")
-def engine(deploy_report):
-    try:
-        engine = start_engine()
-    except EngineUnavailable as reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(reason))
-        pytest.skip(str(reason))
-    deploy_report(f"private dockerd: storage driver {engine.storage_driver}")
-    yield engine
-    engine.stop()
-
-
-@pytest.fixture(scope="module")
-def service_image(engine, repo_root, deploy_report) -> str:
-    engine.ensure_base_image()
-    if "base_image_s" in engine.timings:
-        deploy_report(f"base image (debootstrap + import): {engine.timings['base_image_s']:.0f} s")
-    seconds = engine.build(repo_root, SERVICE_IMAGE, build_args={"BASE_IMAGE": BASE_IMAGE})
-    size = engine.image_size(SERVICE_IMAGE)
-    deploy_report(f"service image build: {seconds:.0f} s; image size {size / 1e9:.2f} GB")
-    return SERVICE_IMAGE
-
-
-def container_logs(engine, name: str) -> str:
-    result = engine.docker("logs", "--tail", "80", name, check=False)
-    return result.stdout[-6000:] + result.stderr[-6000:]
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +147,8 @@ def test_status_names_the_default_model_and_the_cpu_reason(service):
 @pytest.fixture(scope="module")
 def prometheus_image(engine, tmp_path_factory, deploy_report) -> str:
     """Prometheus from Debian's package on the same base (no registry to pull its image from)."""
-    context = tmp_path_factory.mktemp("prometheus-image")
-    (context / "Dockerfile").write_text(PROMETHEUS_DOCKERFILE)
-    engine.ensure_base_image()
-    seconds = engine.build(context, PROMETHEUS_IMAGE)
+    seconds = build_image(engine, tmp_path_factory.mktemp("prometheus-image"), PROMETHEUS_IMAGE,
+                          PROMETHEUS_DOCKERFILE)
     deploy_report(f"Prometheus image build: {seconds:.0f} s")
     return PROMETHEUS_IMAGE
 
@@ -218,16 +167,8 @@ def compose_stack(engine, service_image, prometheus_image, repo_root, tools,
             pytest.fail(f"port {port}, which docker-compose.yml publishes, is in use on this host")
     override = tmp_path_factory.mktemp("compose") / "docker-compose.override.yml"
     override.write_text(yaml.safe_dump(COMPOSE_OVERRIDE))
-    project = f"amanuensis-test-{os.getpid()}"
-    command = [tools.find("docker-compose"), "-p", project, "--project-directory",
-               str(repo_root), "-f", str(repo_root / "docker-compose.yml"), "-f", str(override)]
-
-    def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(command + list(args), env=engine.env, capture_output=True,
-                                text=True, timeout=600, check=False)
-        assert not check or result.returncode == 0, result.stdout + result.stderr
-        return result
-
+    compose = compose_runner(engine, tools.find("docker-compose"),
+                             f"amanuensis-test-{os.getpid()}", repo_root, override)
     started = time.monotonic()
     compose("up", "-d", "--no-build", "amanuensis", "prometheus")
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, _free_port
+from tests.jobs.helpers import Receiver
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT_S = 60
@@ -187,3 +188,11 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback (answering 200 unless told otherwise)."""
+    server = Receiver()
+    yield server
+    server.close()

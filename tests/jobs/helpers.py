@@ -1,11 +1,14 @@
 """What the job tests share: the real tiny.en model's environment, long speech made of the shared
-LJ Speech clips with its reference text, word error rate, and waiting for a job."""
+LJ Speech clips with its reference text, word error rate, waiting for a job, and a webhook
+receiver."""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -99,3 +102,33 @@ def submit(base_url: str, path: Path, **data) -> dict:
                               data=data, timeout=60)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+class Receiver:
+    """An HTTP server that records each POST and answers ``status`` after ``delay`` seconds."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        self.status, self.delay = status, delay
+        self.received: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers), body))
+                time.sleep(receiver.delay)
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

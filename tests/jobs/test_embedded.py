@@ -3,18 +3,24 @@ and files under its data directory, jobs run by the service itself."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.jobs.webhooks import SIGNATURE_HEADER
+from tests.app.service_helpers import metric_value
 from tests.conftest import REPO_ROOT
 from tests.jobs.helpers import (
+    JOB_TIMEOUT_S,
     finished,
     long_speech,
     real_model_env,
@@ -29,6 +35,7 @@ JFK = SPEECH_DIR / "jfk" / "jfk.flac"
 JFK_TEXT = (SPEECH_DIR / "jfk" / "jfk.txt").read_text() if JFK.is_file() else ""
 CHUNK_SECONDS = 30.0
 """The most audio one chunk holds (WhisperX merges VAD segments up to Whisper's 30 s window)."""
+SECRET = "hook-secret"
 pytestmark = pytest.mark.slow
 
 
@@ -115,15 +122,28 @@ def test_restart_with_jobs_queued_and_one_running(start_service, tmp_path):
         assert word_error_rate(JFK_TEXT, text) < 0.15
 
 
-def test_cancel_while_running_stops_within_a_chunk(start_service, tmp_path):
+def _signed(headers: dict, body: bytes) -> bool:
+    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return headers[SIGNATURE_HEADER] == f"sha256={expected}"
+
+
+def test_cancel_while_running_stops_within_a_chunk(start_service, tmp_path, receiver):
+    """Cancel a running and a queued job: the running one stops within a chunk, both lose their
+    files, and each one's webhook gets its cancelled document, signed."""
     speech = tmp_path / "speech.flac"
     long_speech(speech, clips=10)
-    server = _service(start_service, tmp_path / "data")
-    job = submit(server.base_url, speech)
+    server = _service(start_service, tmp_path / "data", AMANUENSIS_WEBHOOK_SECRET=SECRET,
+                      AMANUENSIS_WEBHOOK_ALLOWED_HOSTS='["127.0.0.1"]')
+    job = submit(server.base_url, speech, callback_url=receiver.url)
     running = wait_for_job(server.base_url, job["id"], running_with_progress)
+    waiting = submit(server.base_url, speech, callback_url=receiver.url)
+    assert httpx.get(f"{server.base_url}/v1/jobs/{waiting['id']}").json()["status"] == "queued"
+    unqueued = httpx.delete(f"{server.base_url}/v1/jobs/{waiting['id']}").json()
+    assert unqueued["status"] == "cancelled"
     cancelled = httpx.delete(f"{server.base_url}/v1/jobs/{job['id']}").json()
     assert cancelled["status"] == "cancelled"
     assert not (tmp_path / "data" / "files" / job["id"]).exists()
+    assert not (tmp_path / "data" / "files" / waiting["id"]).exists()
 
     follower = submit(server.base_url, JFK)
     assert wait_for_job(server.base_url, follower["id"], finished)["status"] == "succeeded"
@@ -136,3 +156,58 @@ def test_cancel_while_running_stops_within_a_chunk(start_service, tmp_path):
     assert stopped_at - cancelled["progress"]["audio_seconds"] <= CHUNK_SECONDS
     assert stopped_at < after["progress"]["total_seconds"]
     assert httpx.get(f"{server.base_url}/v1/jobs/{job['id']}/result").status_code == 409
+
+    for cancelled_id in (job["id"], waiting["id"]):
+        wait_for_job(server.base_url, cancelled_id,
+                     lambda ended: ended["callback"]["status"] != "pending")
+    hooks = {json.loads(body)["id"]: (headers, json.loads(body))
+             for headers, body in receiver.received}
+    assert sorted(hooks) == sorted([job["id"], waiting["id"]])
+    for headers, body in receiver.received:
+        assert _signed(headers, body)
+    assert hooks[job["id"]][1]["status"] == hooks[waiting["id"]][1]["status"] == "cancelled"
+    assert hooks[job["id"]][1]["started_at"] is not None
+    assert hooks[waiting["id"]][1]["started_at"] is None
+    for cancelled_id in (job["id"], waiting["id"]):
+        assert httpx.get(f"{server.base_url}/v1/jobs/{cancelled_id}").json()["callback"] == \
+            {"url": receiver.url, "status": "delivered", "attempts": 1}
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert metric_value(metrics, "amanuensis_jobs_finished_total", {"status": "cancelled"}) == 2
+
+
+def _transcribe_now(server) -> httpx.Response:
+    with JFK.open("rb") as audio:
+        return httpx.post(f"{server.base_url}/v1/audio/transcriptions",
+                          files={"file": ("jfk.flac", audio)}, timeout=120)
+
+
+def _slots_held(server) -> int:
+    return httpx.get(f"{server.base_url}/status").json()["concurrency"]["running"]
+
+
+def test_a_running_job_holds_an_admission_slot(start_service, tmp_path):
+    """With one slot and no queue, a synchronous request while a job transcribes is refused
+    (the job holds the slot, it does not run beside it); the slot is free again once the job is
+    cancelled, and after a job that succeeds."""
+    speech = tmp_path / "speech.flac"
+    long_speech(speech, clips=20)  # outlasts the requests below; cancelled
+    server = _service(start_service, tmp_path / "data", AMANUENSIS_MAX_QUEUE="0")
+    assert _slots_held(server) == 0
+    job = submit(server.base_url, speech)
+    wait_for_job(server.base_url, job["id"], running_with_progress)
+    assert _slots_held(server) == 1
+    refused = _transcribe_now(server)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "queue_full")
+
+    httpx.delete(f"{server.base_url}/v1/jobs/{job['id']}")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (answer := _transcribe_now(server)).status_code == 429:  # until its next chunk ends
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert answer.status_code == 200
+    assert word_error_rate(JFK_TEXT, answer.json()["text"]) < 0.15
+
+    follower = submit(server.base_url, JFK)
+    assert wait_for_job(server.base_url, follower["id"], finished)["status"] == "succeeded"
+    assert _slots_held(server) == 0
+    assert _transcribe_now(server).status_code == 200

@@ -89,3 +89,56 @@ def test_retention_deletes_finished_jobs_and_their_files(records, tmp_path):
     assert sweep_expired(records, files, retention_seconds=0.001) == 1
     assert records.get(done) is None and records.get(waiting) is not None
     assert files.job_ids() == [waiting]
+
+
+def test_a_waiting_job_is_due_again_with_doubling_waits(records):
+    """The broker's message may be lost: a job still waiting is sent again after the setting,
+    then after waits at least as long as its age at the last send, and once per send even with
+    several services on one database."""
+    job_id = _create(records)
+    created = records.get(job_id).created_at
+    due = lambda now: records.redispatch_due(now=now, after=10, stale_before=now - 60)
+    assert due(created + 9) == []
+    assert due(created + 10) == [(job_id, created)]
+    assert records.mark_dispatched(job_id, previous=created, now=created + 10,
+                                   stale_before=created - 50)
+    assert not records.mark_dispatched(job_id, previous=created, now=created + 10,
+                                       stale_before=created - 50)
+    assert due(created + 19) == []
+    assert due(created + 20) == [(job_id, created + 10)]
+    records.mark_dispatched(job_id, previous=created + 10, now=created + 20,
+                            stale_before=created - 40)
+    assert due(created + 39) == []  # 19 s since the last send, the job was 20 s old then
+    assert due(created + 40) == [(job_id, created + 20)]
+
+
+def test_only_jobs_nobody_runs_are_due_again(records):
+    dead, running, done = _create(records), _create(records), _create(records)
+    records.claim(dead, stale_before=time.time() - 60, worker="a:1")
+    time.sleep(0.02)
+    last_heard = time.time()  # the dead worker's heartbeat is older, the live one's newer
+    time.sleep(0.02)
+    for job_id in (running, done):
+        records.claim(job_id, stale_before=time.time() - 60, worker="b:2")
+    records.finish(done, 1, JobStatus.SUCCEEDED)
+    due = lambda stale_before: [job_id for job_id, _ in records.redispatch_due(
+        now=time.time() + 3600, after=10, stale_before=stale_before)]
+    assert due(last_heard) == [dead]
+    assert due(last_heard - 60) == []
+
+
+def test_records_of_an_older_schema_gain_the_new_columns(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    store = JobRecords.from_url(url)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE amanuensis_jobs DROP COLUMN dispatched_at")
+        connection.exec_driver_sql(
+            "INSERT INTO amanuensis_jobs (id, status, created_at, attempts, duration_seconds, "
+            "progress_seconds, options, callback_attempts) "
+            "VALUES ('job_old', 'queued', 100.0, 0, 5.0, 0.0, '{}', 0)")
+    store.close()
+    store = JobRecords.from_url(url)
+    assert store.get("job_old").status == "queued"
+    assert store.redispatch_due(now=200.0, after=10, stale_before=0.0) == [("job_old", 100.0)]
+    assert store.mark_dispatched("job_old", previous=100.0, now=200.0, stale_before=0.0)
+    store.close()
