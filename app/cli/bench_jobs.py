@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     print(json.dumps({
-        "bench": "jobs", "model": settings.model, "jobs": args.jobs, "rounds": args.rounds,
+        "bench": "jobs", "model": settings.model_choice.id, "jobs": args.jobs, "rounds": args.rounds,
         "jobs_succeeded": succeeded, "audio_seconds_per_job": round(audio_seconds, 3), "threads_per_worker": args.threads,
         "audio_hours_per_hour_1_worker": round(one, 3),
         "audio_hours_per_hour_2_workers": round(two, 3),
