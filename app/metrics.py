@@ -9,16 +9,18 @@ for each op, GELU and attention - and the ops' calls per back-end) are read from
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.settings import EncoderBackend
 from npu.backend import CPU, NPU, NPU_BATCH, NPU_FRAME, OPS, FallbackReason
 
 MEL_BACKENDS = (NPU_BATCH, NPU_FRAME, CPU)
 OP_BACKENDS = (NPU, CPU)
+ENCODER_BACKENDS = get_args(EncoderBackend)
 STAGES = ("decode", "mel", "asr", "align", "format")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -27,7 +29,8 @@ REALTIME_BUCKETS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
 class ServiceMetrics:
     """Every ``amanuensis_*`` metric of one app."""
 
-    def __init__(self, runtime_metrics: Callable[[], dict | None]) -> None:
+    def __init__(self, runtime_metrics: Callable[[], dict | None],
+                 encoder_backend: EncoderBackend) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, fds
         self.requests = Counter(
@@ -71,6 +74,12 @@ class ServiceMetrics:
             "amanuensis_realtime_turn_latency_seconds",
             "realtime turns: from the end of the turn's audio to its completed transcript",
             buckets=DURATION_BUCKETS, registry=self.registry)
+        self.encoder_backend = Gauge(
+            "amanuensis_encoder_backend_info",
+            "1 for the configured Whisper encoder (AMANUENSIS_ENCODER_BACKEND), 0 for the other",
+            ["backend"], registry=self.registry)
+        for backend in ENCODER_BACKENDS:
+            self.encoder_backend.labels(backend=backend).set(float(backend == encoder_backend))
         self.registry.register(_RuntimeCollector(runtime_metrics))
 
     def observe_transcription(self, *, audio_seconds: float, processing_seconds: float,

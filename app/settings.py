@@ -25,6 +25,8 @@ from npu.kernel_files import DEFAULT_KERNEL_DIR
 
 VadMethod = Literal["silero_onnx", "pyannote", "silero"]
 """The voice-activity detectors the engine can cut audio with (see :attr:`Settings.vad_method`)."""
+EncoderBackend = Literal["ctranslate2", "runtime"]
+"""The Whisper encoders the engine can run (see :attr:`Settings.encoder_backend`)."""
 
 
 class Settings(BaseSettings):
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     """Log-mel front-end: ``auto`` tries the NPU and falls back to the CPU, ``npu`` refuses to
     start without it, ``cpu`` never touches the NPU."""
 
-    encoder_backend: Literal["ctranslate2", "runtime"] = "ctranslate2"
+    encoder_backend: EncoderBackend = "ctranslate2"
     """Whisper encoder: ``ctranslate2`` (its own, the fastest on a CPU) or ``runtime`` (NumPy with
     the model's weights, GELU and attention through the runtime - on the NPU when it has the
     kernels; matrix products stay on the CPU). CTranslate2 decodes either way."""

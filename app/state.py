@@ -38,7 +38,7 @@ class ServiceState:
     admission: AdmissionController = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = ServiceMetrics(self.runtime_metrics)
+        self.metrics = ServiceMetrics(self.runtime_metrics, self.settings.encoder_backend)
         self.admission = AdmissionController(
             AdmissionLimits(
                 max_concurrent=self.settings.max_concurrent,

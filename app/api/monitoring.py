@@ -29,7 +29,8 @@ def ready(state: State) -> dict:
             "mel_backend": state.runtime.mel_backend_name}
 
 
-@router.get("/status", summary="Model, mel back-end and why, fallback counts, uptime",
+@router.get("/status", summary="Model, mel back-end, encoder and its ops' back-ends and why, "
+                                "fallback counts, uptime",
                 responses=documented_errors(401))
 def status(state: State) -> dict:
     runtime = state.runtime_metrics() or {}
@@ -55,6 +56,8 @@ def status(state: State) -> dict:
         "mel_backend_reason": runtime.get("mel_backend_reason"),
         "mel_fallbacks": runtime.get("fallbacks", {}),
         "mel_backends": runtime.get("backends", {}),
+        "encoder_backend": state.settings.encoder_backend,
+        "ops": runtime.get("ops", {}),
         "uptime_seconds": time.time() - state.started_at,
     }
 

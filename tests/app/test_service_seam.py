@@ -19,6 +19,7 @@ class ServedByEngine:
     """Stands in for the model: says its features came from ``backend``."""
 
     concurrency = 1
+    english_only = True
 
     def __init__(self, backend: str) -> None:
         self.backend = backend

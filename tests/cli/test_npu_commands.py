@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = "import sys; from app.cli import main; sys.exit(main())"
 
 
-def run_cli(tmp_path: Path, *args: str, faults: str = "", fake_npu: bool = True):
-    env = dict(os.environ, FAKE_PYXRT_FAULTS=faults, PYTHONPATH=str(REPO))
+def run_cli(tmp_path: Path, *args: str, faults: str = "", fake_npu: bool = True,
+            env_extra: dict[str, str] | None = None):
+    env = dict(os.environ, FAKE_PYXRT_FAULTS=faults, PYTHONPATH=str(REPO), **(env_extra or {}))
     if fake_npu:
         fake = make_fake_device(tmp_path)
         artifacts = fake.pop("ARTIFACTS_DIR")
@@ -31,8 +32,9 @@ def run_cli(tmp_path: Path, *args: str, faults: str = "", fake_npu: bool = True)
     return result, json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def doctor(tmp_path: Path, faults: str = ""):
-    return run_cli(tmp_path, "doctor", "--kernel-dir", "{artifacts}", faults=faults)
+def doctor(tmp_path: Path, faults: str = "", env_extra: dict[str, str] | None = None):
+    return run_cli(tmp_path, "doctor", "--kernel-dir", "{artifacts}", faults=faults,
+                   env_extra=env_extra)
 
 
 def test_doctor_with_the_fake_npu_reports_npu_batch_and_passes_its_self_check(tmp_path):
@@ -45,6 +47,19 @@ def test_doctor_with_the_fake_npu_reports_npu_batch_and_passes_its_self_check(tm
     assert check["backend"] == "npu-batch" and check["ok"] is True
     assert 0 < check["max_abs_err"] <= check["tolerance"]  # fixed point: close, never identical
     assert "mel back-end: npu-batch" in result.stdout
+    assert report["encoder_backend"] == "ctranslate2"
+    for op in ("gelu", "attention"):
+        ops = report["ops"][op]
+        assert ops["backend"] == "npu" and ops["fallbacks"] == {}, ops["reason"]
+        assert ops["self_check"]["ok"] is True
+        assert 0 < ops["self_check"]["max_abs_err"] <= ops["self_check"]["tolerance"]  # bf16
+        assert f"{op}: npu (npu opened); fallbacks none" in result.stdout
+
+
+def test_doctor_names_the_configured_encoder_back_end(tmp_path):
+    result, report = doctor(tmp_path, env_extra={"AMANUENSIS_ENCODER_BACKEND": "runtime"})
+    assert report["encoder_backend"] == "runtime"
+    assert "encoder back-end: runtime" in result.stdout
 
 
 @pytest.mark.parametrize("faults, reason", [("zeros", "bad_output"), ("xclbin_load", "load_failed")])
@@ -53,6 +68,11 @@ def test_doctor_with_a_failing_fake_npu_reports_the_cpu_and_why(tmp_path, faults
     assert report["mel_backend"] == "cpu" and report["fallbacks"] == {reason: 2}
     assert f"npu-batch unavailable ({reason}" in report["mel_backend_reason"]
     assert report["self_check"]["ok"] is True
+    for op in ("gelu", "attention"):
+        ops = report["ops"][op]
+        assert ops["backend"] == "cpu" and ops["fallbacks"] == {reason: 1}
+        assert f"npu unavailable ({reason}" in ops["reason"]
+        assert ops["self_check"]["ok"] is True
 
 
 def test_bench_mel_adds_the_npu_back_ends_when_they_open(tmp_path):

@@ -177,7 +177,7 @@ def test_disabled_ops_and_cpu_mode_never_touch_the_npu(fake_npu):
         assert fake_npu.pyxrt.STATS["contexts"] == contexts and counted(runtime, "gelu") == {}
 
 
-def test_op_fallbacks_backends_and_calls_are_exported_on_metrics(fake_npu):
+def test_op_fallbacks_backends_and_calls_are_exported_on_metrics_and_status(fake_npu):
     fake_npu.pyxrt.FAULTS.add("zeros")
     config = FrontEndConfig(mode="auto", kernel_dir=fake_npu.kernel_dir,
                             device_dir=fake_npu.device_dir, frames_per_call=30,
@@ -188,9 +188,11 @@ def test_op_fallbacks_backends_and_calls_are_exported_on_metrics(fake_npu):
     runtime.gelu(X[0])
     fake_npu.pyxrt.FAULTS.add("timeout")
     runtime.attention(*HEADS)
-    app = create_app(Settings(warmup=False), runtime=runtime, engine=ServedByEngine("cpu"))
+    app = create_app(Settings(warmup=False, encoder_backend="runtime"), runtime=runtime,
+                     engine=ServedByEngine("cpu"))
     with TestClient(app) as client:
         samples = metric_samples_from_text(client.get("/metrics").text)
+        status = client.get("/status").json()
     runtime.close()
 
     def sample(name, **labels):
@@ -203,3 +205,13 @@ def test_op_fallbacks_backends_and_calls_are_exported_on_metrics(fake_npu):
     assert sample("amanuensis_op_backend_info", op="attention", backend="cpu") == 1
     assert sample("amanuensis_op_calls_total", op="attention", backend="cpu") == 1
     assert sample("amanuensis_mel_fallbacks_total", reason="bad_output") == 1
+    assert sample("amanuensis_encoder_backend_info", backend="runtime") == 1
+    assert sample("amanuensis_encoder_backend_info", backend="ctranslate2") == 0
+    # /status says the same: the encoder, where each op runs and why, its counters.
+    assert status["encoder_backend"] == "runtime"
+    gelu, attention = status["ops"]["gelu"], status["ops"]["attention"]
+    assert gelu["backend"] == "npu" and gelu["backends"]["npu"]["calls"] == 2
+    assert not any(gelu["fallbacks"].values())
+    assert attention["backend"] == "cpu" and attention["fallbacks"]["run_failed"] == 1
+    assert "npu unavailable (run_failed" in attention["reason"]
+    assert attention["backends"]["cpu"]["calls"] == 1
