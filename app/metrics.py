@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.settings import EncoderBackend
-from npu.backend import CPU, NPU, NPU_BATCH, NPU_FRAME, OPS, FallbackReason
+from npu.backend import CPU, NO_BACKEND, NPU, NPU_BATCH, NPU_FRAME, OPS, FallbackReason
 
 MEL_BACKENDS = (NPU_BATCH, NPU_FRAME, CPU)
 OP_BACKENDS = (NPU, CPU)
@@ -147,8 +147,8 @@ def _op_families(ops: dict) -> Iterable[Any]:
     fallbacks = CounterMetricFamily("amanuensis_op_fallbacks", "op back-end fallbacks by reason",
                                     labels=["op", "reason"])
     info = GaugeMetricFamily("amanuensis_op_backend_info",
-                             "1 for each op's active back-end, 0 for the others",
-                             labels=["op", "backend"])
+                             f"1 for each op's active back-end ({NO_BACKEND}: not called yet), "
+                             f"0 for the others", labels=["op", "backend"])
     calls = CounterMetricFamily("amanuensis_op_calls", "op calls by the back-end that served them",
                                 labels=["op", "backend"])
     for op in OPS:
@@ -156,8 +156,10 @@ def _op_families(ops: dict) -> Iterable[Any]:
         for reason in FallbackReason:
             fallbacks.add_metric([op, reason.value],
                                  float(metrics.get("fallbacks", {}).get(reason.value, 0)))
+        active = metrics.get("backend", NO_BACKEND)
+        for backend in (*OP_BACKENDS, NO_BACKEND):
+            info.add_metric([op, backend], 1.0 if backend == active else 0.0)
         for backend in OP_BACKENDS:
-            info.add_metric([op, backend], 1.0 if backend == metrics.get("backend") else 0.0)
             served = metrics.get("backends", {}).get(backend, {})
             calls.add_metric([op, backend], float(served.get("calls", 0)))
     yield from (fallbacks, info, calls)

@@ -25,6 +25,9 @@ CPU = "cpu"
 """The CPU front-end (or CPU op), always the last resort."""
 NPU = "npu"
 """The GELU or attention kernel on the NPU."""
+NO_BACKEND = "none"
+"""What an op reports before its tiers are resolved (GELU and attention resolve at their first
+call, which only the runtime encoder makes) and once the runtime is closed."""
 OPS = ("gelu", "attention")
 """The transformer ops the runtime dispatches besides the mel front-end."""
 

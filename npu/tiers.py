@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from npu.backend import BackendError, FallbackReason
+from npu.backend import NO_BACKEND, BackendError, FallbackReason
 from npu.config import FrontEndConfig
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class TieredOp:
     @property
     def backend_name(self) -> str:
         with self._state_lock:
-            return self._active.name if self._active is not None else "none"
+            return self._active.name if self._active is not None else NO_BACKEND
 
     @property
     def reason(self) -> str:
@@ -271,7 +271,7 @@ class TieredOp:
     def metrics(self) -> dict:
         with self._state_lock:
             return {
-                "backend": self._active.name if self._active is not None else "none",
+                "backend": self._active.name if self._active is not None else NO_BACKEND,
                 "reason": self._reason,
                 "fallbacks": dict(self._fallbacks),
                 "backends": {name: m.as_dict() for name, m in self._metrics.items()},

@@ -12,6 +12,10 @@ REQUIRED_METRICS = {
     "stage durations": "amanuensis_stage_duration_seconds",
     "active mel back-end": "amanuensis_mel_backend_info",
     "fallbacks": "amanuensis_mel_fallbacks_total",
+    "encoder back-end": "amanuensis_encoder_backend_info",
+    "where GELU and attention run": "amanuensis_op_backend_info",
+    "GELU and attention fallbacks": "amanuensis_op_fallbacks_total",
+    "GELU and attention calls": "amanuensis_op_calls_total",
     "in-flight": "amanuensis_requests_in_flight",
     "audio hours": "amanuensis_audio_seconds_total",
 }

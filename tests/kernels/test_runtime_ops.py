@@ -215,3 +215,22 @@ def test_op_fallbacks_backends_and_calls_are_exported_on_metrics_and_status(fake
     assert attention["backend"] == "cpu" and attention["fallbacks"]["run_failed"] == 1
     assert "npu unavailable (run_failed" in attention["reason"]
     assert attention["backends"]["cpu"]["calls"] == 1
+
+
+def test_ops_not_called_yet_show_as_none_on_metrics_and_status():
+    """With the default (CTranslate2) encoder nothing calls GELU or attention: the dashboard's
+    op panel and /status say so rather than showing no back-end at all."""
+    runtime = UnifiedNPURuntime(enable_mel=False)
+    app = create_app(Settings(warmup=False, mel_backend="cpu"), runtime=runtime,
+                     engine=ServedByEngine("cpu"))
+    with TestClient(app) as client:
+        samples = metric_samples_from_text(client.get("/metrics").text)
+        status = client.get("/status").json()
+    runtime.close()
+    for op in ("gelu", "attention"):
+        assert samples[("amanuensis_op_backend_info", (("backend", "none"), ("op", op)))] == 1
+        assert samples[("amanuensis_op_backend_info", (("backend", "cpu"), ("op", op)))] == 0
+        assert status["ops"][op]["backend"] == "none"
+        assert status["ops"][op]["reason"] == "not used yet"
+    assert status["encoder_backend"] == "ctranslate2"
+    assert samples[("amanuensis_encoder_backend_info", (("backend", "ctranslate2"),))] == 1
