@@ -122,9 +122,10 @@ def shared_speech(ct2_model, encoder, cpu_runtime, tmp_path_factory):
 
     Each utterance is one 30 s chunk: about 5 s of CPU for all of it (the fake NPU encoder 2 s,
     the CPU-ops encoder 0.8 s, CTranslate2's encoder 0.9 s, three beam-5 decodes), so the whole
-    set takes about three minutes on 2 cores. NumPy's BLAS runs one thread meanwhile: its idle
-    threads spin between the encoder's matrix products and took the cores CTranslate2 and the
-    host kernels need, making the run four times longer on 2 cores."""
+    set takes about three minutes on 2 idle cores (this file: 7.5 min on 2 cores shared with
+    other jobs). NumPy's BLAS runs one thread meanwhile: its idle threads spin between the
+    encoder's matrix products and took the cores CTranslate2 and the host kernels need (the
+    same file took 20 min so)."""
     from threadpoolctl import threadpool_limits
 
     from tests.kernels.conftest import install_fake_npu
