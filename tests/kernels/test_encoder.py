@@ -124,8 +124,8 @@ def shared_speech(ct2_model, encoder, cpu_runtime, tmp_path_factory):
     the CPU-ops encoder 0.8 s, CTranslate2's encoder 0.9 s, three beam-5 decodes), so the whole
     set takes about three minutes on 2 idle cores (this file: 7.5 min on 2 cores shared with
     other jobs). NumPy's BLAS runs one thread meanwhile: its idle threads spin between the
-    encoder's matrix products and took the cores CTranslate2 and the host kernels need (the
-    same file took 20 min so)."""
+    encoder's matrix products and took the cores CTranslate2 and the host kernels need (with
+    them the CPU-ops encoder took twice as long and a decode up to ten times)."""
     from threadpoolctl import threadpool_limits
 
     from tests.kernels.conftest import install_fake_npu
