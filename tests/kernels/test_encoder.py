@@ -218,7 +218,10 @@ def test_encoder_refuses_features_of_the_wrong_shape(encoder, cpu_runtime):
 @pytest.mark.slow
 def test_the_engine_runs_the_runtime_encoder_when_configured(cpu_runtime, monkeypatch):
     """AMANUENSIS_ENCODER_BACKEND=runtime: the service's engine encodes through the runtime
-    (its GELU and attention are called) and transcribes as the default encoder does."""
+    (its GELU and attention are called, with NumPy's BLAS on one thread) and transcribes as the
+    default encoder does."""
+    from threadpoolctl import threadpool_info
+
     from app.settings import Settings
     from app.transcription.audio import decode_file
     from app.transcription.engine import Engine
@@ -226,6 +229,15 @@ def test_the_engine_runs_the_runtime_encoder_when_configured(cpu_runtime, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     audio = decode_file(speech_file("jfk/jfk.wav"))
     texts = {}
+    blas_threads_during_encode = []
+    gelu = cpu_runtime.gelu
+
+    def gelu_seeing_blas_threads(x):
+        blas_threads_during_encode.extend(
+            pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return gelu(x)
+
+    monkeypatch.setattr(cpu_runtime, "gelu", gelu_seeing_blas_threads)
     for backend in ("ctranslate2", "runtime"):
         cpu_runtime.reset_metrics()
         settings = Settings(model=model_dir(), encoder_backend=backend, language="en",
@@ -234,6 +246,7 @@ def test_the_engine_runs_the_runtime_encoder_when_configured(cpu_runtime, monkey
             texts[backend] = engine.transcribe(audio).text
         calls = cpu_runtime.get_performance_metrics()["ops"]["attention"]["backends"]
         assert (calls.get("cpu", {}).get("calls", 0) > 0) == (backend == "runtime")
+    assert blas_threads_during_encode and set(blas_threads_during_encode) == {1}
     assert normalise(texts["runtime"]) == normalise(texts["ctranslate2"])
     assert word_error_rate([speech_file("jfk/jfk.txt").read_text()], [texts["runtime"]]) < 0.1
 
