@@ -37,6 +37,8 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=cache,target=/root/.cache/pip 
 # make and g++: `amanuensis kernels verify` compiles the kernels' scalar paths for this CPU (into
 # $XDG_CACHE_HOME/amanuensis/kernels: the package's own folder is read-only) to prove their
 # arithmetic inside the image. After the dependency layer, so adding them does not rebuild it.
+# Unpinned: BASE_IMAGE may be any Debian release, whose own g++ and make are the ones to take.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ make \
  && rm -rf /var/lib/apt/lists/*
