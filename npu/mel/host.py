@@ -180,7 +180,7 @@ def _write_call(log_q, scale, offset, features):  # pragma: no cover - compiled
 class FeatureWriter:
     """Kernel output, call by call, into Whisper's features float32 ``[n_mels, n_frames]``.
 
-    Per call the int16 log10 values (Q OUT_FRAC_BITS, samples scaled by 2^g) become
+    Per call the int32 log10 values (Q OUT_FRAC_BITS, samples scaled by 2^g) become
     ``x/4 + 1 - g*log10(2)/2``, i.e. Whisper's ``(log10 + 4) / 4`` with the gain undone;
     :meth:`finish` applies the 1e-10 floor and the chunk's max-8 clamp in that same scale
     in one pass (the kernel's MEL_OUT_FLOOR lands below the floor: checked in mel_tables).
@@ -192,7 +192,7 @@ class FeatureWriter:
         self._scale = np.float32(_constants().out_scale / 4)
 
     def add_call(self, first_frame: int, log_q: np.ndarray, gain: int) -> None:
-        """``log_q``: int16 ``[count, n_mels]`` for frames ``first_frame ...``."""
+        """``log_q``: int32 ``[count, n_mels]`` for frames ``first_frame ...``."""
         view = self.features[:, first_frame:first_frame + log_q.shape[0]]
         _write_call(log_q, self._scale, np.float32(1.0 - gain * _LOG10_2 / 2), view)
         peak = int(log_q.max()) * _constants().out_scale - 2 * gain * _LOG10_2
@@ -217,7 +217,7 @@ class CallBuffers:
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
             kernel, buffers: CallBuffers | None = None) -> np.ndarray:
-    """The whole NPU path. ``kernel(samples_int16, n_frames) -> int16 [frames_per_call, n_mels]``
+    """The whole NPU path. ``kernel(samples_int16, n_frames) -> int32 [frames_per_call, n_mels]``
     stands for one device run (or the golden model / host library) and is given the call's
     frame count; ``buffers`` is the reusable buffer of one call."""
     signal, n_frames = padded_signal(audio, padding)

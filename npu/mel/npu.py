@@ -70,7 +70,7 @@ class NpuMelBackend(XrtBackend):
                                            self.insts_path)
         self._xrt, self._context = xrt, context
         self._buffers = host.CallBuffers.for_frames(self.frames_per_call)
-        self._out_bytes = self.frames_per_call * self.n_mels * 2
+        self._out_bytes = self.frames_per_call * self.n_mels * np.dtype(np.int32).itemsize
         try:
             bos = host_buffers(xrt, device, context,
                                {3: self._buffers.samples.nbytes, 4: self._out_bytes})
@@ -97,7 +97,7 @@ class NpuMelBackend(XrtBackend):
         self._bo_in.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
         run_kernel(xrt, self._context, [self._bo_in, self._bo_out], self.timeout_ms)
         self._bo_out.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
-        out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int16)
+        out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int32)
         if not out.any():
             raise MelBackendError(FallbackReason.BAD_OUTPUT, "kernel returned all zeros")
         return out.reshape(self.frames_per_call, self.n_mels)

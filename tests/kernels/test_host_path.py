@@ -56,15 +56,15 @@ def test_quantised_calls_equal_the_copying_reference(name, padding, frames_per_c
 
 def test_feature_writer_is_whispers_normalisation():
     n_mels, frames = 80, 70
-    log_q = rng.integers(-20_000, 3_000, (frames, n_mels)).astype(np.int16)
-    log_q[5, :] = -32768  # an all-zero band's floor
+    log_q = rng.integers(-20 << 16, 3 << 16, (frames, n_mels)).astype(np.int32)
+    log_q[5, :] = -2 ** 31  # an all-zero band's floor
     gains = [3, -2, 0]
     calls = [(0, 30), (30, 60), (60, 70)]
     writer = host.FeatureWriter(n_mels, frames)
     log10 = np.empty((n_mels, frames))
     for (lo, hi), gain in zip(calls, gains):
         writer.add_call(lo, log_q[lo:hi], gain)
-        log10[:, lo:hi] = log_q[lo:hi].T / 1024 - 2 * gain * np.log10(2)
+        log10[:, lo:hi] = log_q[lo:hi].T / 65536 - 2 * gain * np.log10(2)
     log10 = np.maximum(log10, -10.0)
     expected = (np.maximum(log10, log10.max() - 8.0) + 4.0) / 4.0
     features = writer.finish()
