@@ -1,5 +1,5 @@
 // Every size and fixed-point format shared by the mel kernel, its design generator and the host.
-// One `#define NAME value` per line: npu/golden_mel.py parses these lines and checks the
+// One `#define NAME value` per line: npu/mel/tables.py parses these lines and checks the
 // Whisper constants against npu/audio_spec.py. Do not write these numbers anywhere else.
 #ifndef MEL_CONFIG_H
 #define MEL_CONFIG_H
