@@ -83,3 +83,22 @@ def test_header_disagreeing_with_audio_spec_is_refused(tmp_path):
 def test_bit_length_matches_python():
     values = np.array([0, 1, 2, 3, 2**40 - 1, 2**40, 2**62 + 5, 2**63 - 1], dtype=np.int64)
     assert golden.bit_length(values).tolist() == [int(v).bit_length() for v in values]
+
+
+@pytest.mark.parametrize("line, replacement", [
+    ("#define MEL_SPECTRUM_BITS 30", "#define MEL_SPECTRUM_BITS 31"),
+    ("#define MEL_POWER_SCALE_LOG2 92", "#define MEL_POWER_SCALE_LOG2 44"),
+])
+def test_header_breaking_an_overflow_bound_is_refused(tmp_path, line, replacement):
+    header = tmp_path / "mel_config.h"
+    text = MEL_CONFIG_HEADER.read_text()
+    assert line in text
+    header.write_text(text.replace(line, replacement))
+    with pytest.raises(tables.MelConfigError, match=replacement.split()[1]):
+        tables.read_config(header)
+
+
+def test_band_sums_that_could_overflow_are_refused():
+    config = dict(tables.read_config(), POWER_BITS=40)
+    with pytest.raises(tables.MelConfigError, match="band sum"):
+        tables.sparse_filters(80, config)
