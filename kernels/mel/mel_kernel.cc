@@ -1,9 +1,11 @@
 // Whisper log-mel front-end, one frame at a time, in integer arithmetic.
 //
-// Frame f of a call reads samples[f * MEL_HOP .. f * MEL_HOP + MEL_N_FFT) of the int16 padded
-// signal and writes MEL_N_MELS int32 values, log10 of the mel band energies in Q(MEL_OUT_FRAC_BITS).
-// Steps: Q30 periodic Hann window, the products shifted by the frame's own exponent (block
-// floating point per frame: a near-silent frame in a loud chunk keeps full precision) -> 400-point
+// The input is the padded signal in blocks of MEL_HOP int16 samples, each preceded by its gain
+// exponent g (samples = x * 2^(15 + g)); frame f reads blocks f, f + 1 and the start of f + 2 and
+// writes MEL_N_MELS int32 values, log10 of the mel band energies of x in Q(MEL_OUT_FRAC_BITS).
+// Steps: Q30 periodic Hann window, the products aligned to the frame's lowest block gain and
+// shifted by the frame's own exponent (block floating point per frame: a near-silent frame in a
+// loud chunk keeps full precision) -> 400-point
 // real FFT as a 200-point complex mixed-radix FFT (radices MEL_RADICES, Q30 twiddles) plus the
 // real-split -> |2X|^2 in int64 -> per band: its bins shifted by the band's own exponent to
 // MEL_POWER_BITS, times uint32 Slaney weights -> log2 by leading-zero count + table -> log10.
@@ -43,19 +45,37 @@ inline int64_t shift_round(int64_t value, int shift) {
   return shift > 0 ? (value + (int64_t{1} << (shift - 1))) >> shift : value;
 }
 
-// Window the frame into g_windowed and return its exponent s: the products sample * window are
-// shifted right by s so that their absolute sum, which bounds every FFT value, is < 2^30.
-int window_frame(const int16_t* samples) {
+constexpr int kBlockWords = MEL_HOP + 1;  // gain exponent, then MEL_HOP samples
+constexpr int kFrameBlocks = 3;             // blocks f, f + 1 and the start of f + 2
+
+inline int clamp_gain(int16_t gain) {
+  return gain < MEL_HOST_MIN_GAIN_LOG2 ? MEL_HOST_MIN_GAIN_LOG2
+         : gain > MEL_HOST_MAX_GAIN_LOG2 ? MEL_HOST_MAX_GAIN_LOG2 : gain;
+}
+
+// Window the frame starting at ``blocks`` into g_windowed. The products sample * window are
+// aligned to the frame's lowest block gain r (set in *reference) and shifted right by the
+// returned exponent s so that their absolute sum, which bounds every FFT value, is < 2^30.
+int window_frame(const int16_t* blocks, int* reference) {
+  int gains[kFrameBlocks];
+  int lowest = MEL_HOST_MAX_GAIN_LOG2;
+  for (int b = 0; b < kFrameBlocks; ++b) {
+    gains[b] = clamp_gain(blocks[b * kBlockWords]);
+    if (gains[b] < lowest) lowest = gains[b];
+  }
   int64_t total = 0;
   for (int n = 0; n < MEL_N_FFT; ++n) {
-    g_product[n] = int64_t{samples[n]} * mel_window[n];
-    total += g_product[n] < 0 ? -g_product[n] : g_product[n];
+    const int b = n / MEL_HOP;
+    g_product[n] = int64_t{blocks[b * kBlockWords + 1 + n % MEL_HOP]} * mel_window[n];
+    total += (g_product[n] < 0 ? -g_product[n] : g_product[n]) >> (gains[b] - lowest);
   }
   const int excess = bit_length(static_cast<uint64_t>(total)) - MEL_SPECTRUM_BITS;
   const int shift = excess > 0 ? excess : 0;
   for (int n = 0; n < MEL_N_FFT; ++n) {
-    g_windowed[n] = static_cast<int32_t>(shift_round(g_product[n], shift));
+    const int align = gains[n / MEL_HOP] - lowest;
+    g_windowed[n] = static_cast<int32_t>(shift_round(g_product[n], shift + align));
   }
+  *reference = lowest;
   return shift;
 }
 
@@ -131,8 +151,9 @@ int32_t log10_q(uint64_t energy, int exponent) {
   return static_cast<int32_t>((log2 * MEL_LOG10_OF_2_Q24 + (int64_t{1} << (kShift - 1))) >> kShift);
 }
 
-void mel_frame(const int16_t* samples, int32_t* out) {
-  const int window_shift = window_frame(samples);
+void mel_frame(const int16_t* blocks, int32_t* out) {
+  int reference = 0;
+  const int window_shift = window_frame(blocks, &reference);
   power_spectrum(fft_half());
   for (int band = 0; band < MEL_N_MELS; ++band) {
     const uint32_t* coef = mel_filter_coef + mel_filter_offset[band];
@@ -148,7 +169,7 @@ void mel_frame(const int16_t* samples, int32_t* out) {
     for (int i = 0; i < count; ++i) {
       energy += static_cast<uint64_t>(shift_round(power[i], shift)) * coef[i];
     }
-    out[band] = log10_q(energy, shift + 2 * window_shift - MEL_FILTER_FRAC_BITS -
+    out[band] = log10_q(energy, shift + 2 * (window_shift - reference) - MEL_FILTER_FRAC_BITS -
                                     MEL_POWER_SCALE_LOG2);
   }
 }
@@ -157,16 +178,17 @@ void mel_frame(const int16_t* samples, int32_t* out) {
 
 extern "C" {
 
-// n_frames frames from one contiguous padded signal (host library, and what a call computes).
-void mel_frames(const int16_t* samples, int32_t* out, int32_t n_frames) {
+// n_frames frames from one call's input of n_frames + 2 blocks (host library, and what a call
+// computes).
+void mel_frames(const int16_t* blocks, int32_t* out, int32_t n_frames) {
   for (int32_t f = 0; f < n_frames; ++f) {
-    mel_frame(samples + f * MEL_HOP, out + f * MEL_N_MELS);
+    mel_frame(blocks + f * kBlockWords, out + f * MEL_N_MELS);
   }
 }
 
 // One ObjectFIFO object: MEL_FRAMES_PER_OBJECT frames (the AIE core's per-object call).
-void mel_object(const int16_t* samples, int32_t* out) {
-  mel_frames(samples, out, MEL_FRAMES_PER_OBJECT);
+void mel_object(const int16_t* blocks, int32_t* out) {
+  mel_frames(blocks, out, MEL_FRAMES_PER_OBJECT);
 }
 
 int32_t mel_kernel_n_mels(void) { return MEL_N_MELS; }

@@ -65,19 +65,26 @@ def _config_key(config: dict) -> tuple:
     return tuple(sorted(config.items()))
 
 
-def window_exponent(products: np.ndarray, config: dict) -> np.ndarray:
+def window_exponent(products: np.ndarray, align: np.ndarray, config: dict) -> np.ndarray:
     """Each frame's block-floating-point exponent s >= 0 (int64 [F]) from its products
-    ``sample * window`` (int64 [F, N_FFT]): shifted right by s, their absolute sum - a bound
-    on every value of the FFT - stays below 2^SPECTRUM_BITS however quiet the frame is."""
-    return np.maximum(bit_length(np.abs(products).sum(axis=1)) - config["SPECTRUM_BITS"], 0)
+    ``sample * window`` (int64 [F, N_FFT]) and their alignment shifts (block gain minus the
+    frame's lowest): shifted right by s, their aligned absolute sum - a bound on every value of
+    the FFT - stays below 2^SPECTRUM_BITS however quiet the frame is."""
+    total = (np.abs(products) >> align).sum(axis=1)
+    return np.maximum(bit_length(total) - config["SPECTRUM_BITS"], 0)
 
 
-def power_spectrum(frames: np.ndarray, config: dict) -> tuple[np.ndarray, np.ndarray]:
-    """|2X[k]|^2 for k in 0..N_FFT/2 as int64 [F, N_BINS] from int16 frames [F, N_FFT], and the
-    frames' window exponents s (the power is that of the windowed frame times 2^-2s)."""
+def power_spectrum(frames: np.ndarray, gains: np.ndarray,
+                   config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """|2X[k]|^2 for k in 0..N_FFT/2 as int64 [F, N_BINS] from int16 frames [F, N_FFT] whose
+    samples carry the gain exponents ``gains`` [F, N_FFT] (clamped), the frames' window
+    exponents s and reference gains r (the power is that of the frame's float samples times
+    2^(2r - 2s))."""
+    reference = gains.min(axis=1)
+    align = gains - reference[:, None]
     product = frames.astype(np.int64) * tables.hann_window(config).astype(np.int64)
-    exponent = window_exponent(product, config)
-    right = exponent[:, None]
+    exponent = window_exponent(product, align, config)
+    right = exponent[:, None] + align
     half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
     windowed = (product + half) >> right
     zr, zi = _fft200(windowed[:, 0::2], windowed[:, 1::2], config)
@@ -89,7 +96,7 @@ def power_spectrum(frames: np.ndarray, config: dict) -> tuple[np.ndarray, np.nda
     # O = -i (a - b); 2X = (a + b) + W^k O
     tr, ti = _cmul(ai - bi, -(ar - br), tw[k, 0], tw[k, 1], config["TWIDDLE_FRAC_BITS"])
     xr, xi = ar + br + tr, ai + bi + ti
-    return xr * xr + xi * xi, exponent
+    return xr * xr + xi * xi, exponent, reference
 
 
 def bit_length(values: np.ndarray) -> np.ndarray:
@@ -138,25 +145,34 @@ def band_energies(power: np.ndarray, n_mels: int, config: dict) -> tuple[np.ndar
     return energy, exponent
 
 
-def kernel_frames(frames: np.ndarray, n_mels: int) -> np.ndarray:
-    """int16 frames [F, N_FFT] -> the kernel's int32 log10 mel [F, n_mels]."""
+def kernel_frames(frames: np.ndarray, gains: np.ndarray, n_mels: int) -> np.ndarray:
+    """int16 frames [F, N_FFT] with their samples' gain exponents [F, N_FFT] -> the kernel's
+    int32 log10 mel [F, n_mels]."""
     config = tables.read_config()
-    power, window_shift = power_spectrum(frames, config)
+    power, window_shift, reference = power_spectrum(frames, gains, config)
     energy, band_shift = band_energies(power, n_mels, config)
-    exponent = (band_shift + 2 * window_shift[:, None] - config["FILTER_FRAC_BITS"]
-                - config["POWER_SCALE_LOG2"])
+    exponent = (band_shift + 2 * (window_shift - reference)[:, None]
+                - config["FILTER_FRAC_BITS"] - config["POWER_SCALE_LOG2"])
     return log10_q(energy, exponent, config)
 
 
 def kernel_call(samples: np.ndarray, n_frames: int, n_mels: int,
                 block_frames: int = 4096) -> np.ndarray:
-    """What one kernel call writes: ``samples`` is the int16 padded signal, frame f reads
-    ``samples[f*HOP : f*HOP + N_FFT]``; returns int32 [n_frames, n_mels]."""
+    """What one kernel call writes: ``samples`` is the int16 input of ``n_frames + 2`` blocks
+    (each a gain exponent, then HOP samples: ``mel_config.h``), frame f reads blocks f, f + 1
+    and the start of f + 2; returns int32 [n_frames, n_mels]."""
     config = tables.read_config()
-    hop, n_fft = config["HOP"], config["N_FFT"]
-    needed = (n_frames - 1) * hop + n_fft
+    hop, n_fft, words = config["HOP"], config["N_FFT"], tables.block_words(config)
+    needed = (n_frames + 2) * words
     if samples.dtype != np.int16 or samples.ndim != 1 or samples.size < needed:
-        raise ValueError(f"need >= {needed} int16 samples for {n_frames} frames")
-    frames = np.lib.stride_tricks.sliding_window_view(samples[:needed], n_fft)[::hop]
-    return np.concatenate([kernel_frames(frames[i:i + block_frames], n_mels)
+        raise ValueError(f"need >= {needed} int16 values for {n_frames} frames")
+    blocks = samples[:needed].reshape(n_frames + 2, words)
+    gains = np.clip(blocks[:, 0].astype(np.int64), config["HOST_MIN_GAIN_LOG2"],
+                    config["HOST_MAX_GAIN_LOG2"])
+    signal = blocks[:, 1:].reshape(-1)
+    sample_gains = np.repeat(gains, hop)
+    frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[::hop][:n_frames]
+    frame_gains = np.lib.stride_tricks.sliding_window_view(sample_gains, n_fft)[::hop][:n_frames]
+    return np.concatenate([kernel_frames(frames[i:i + block_frames],
+                                         frame_gains[i:i + block_frames], n_mels)
                            for i in range(0, n_frames, block_frames)])

@@ -54,8 +54,7 @@ def _check_against_audio_spec(config: dict) -> None:
             raise MelConfigError(f"MEL_{name} is {config.get(name)} in the header, expected {value}")
     if int(np.prod(config["RADICES"])) != config["HALF_FFT"]:
         raise MelConfigError(f"MEL_RADICES {config['RADICES']} do not multiply to MEL_HALF_FFT")
-    lowest = (config["OUT_FLOOR"] / 2 ** config["OUT_FRAC_BITS"]
-              - 2 * config["HOST_MIN_GAIN_LOG2"] * np.log10(2))
+    lowest = config["OUT_FLOOR"] / 2 ** config["OUT_FRAC_BITS"]
     if lowest >= np.log10(audio_spec.LOG_FLOOR):
         raise MelConfigError("MEL_OUT_FLOOR does not map below Whisper's 1e-10 floor")
     _check_widths(config)
@@ -67,8 +66,11 @@ def _check_against_audio_spec(config: dict) -> None:
 def _check_widths(config: dict) -> None:
     """The overflow bounds ``mel_config.h`` states: the 200-point FFT fits int32 and the
     power int64."""
-    # |Z|, |X| <= sum |windowed| < 2^SPECTRUM_BITS + N_FFT / 2 (the rounding of the shift)
-    spectrum = 2 ** config["SPECTRUM_BITS"] + config["N_FFT"] // 2 + 1
+    if not 2 * config["HOP"] < config["N_FFT"] <= 3 * config["HOP"]:
+        raise MelConfigError("a frame must span three blocks: 2 * MEL_HOP < MEL_N_FFT <= 3 * MEL_HOP")
+    # |Z|, |X| <= sum |windowed| < 2^SPECTRUM_BITS + 3 N_FFT / 2 (the floor of the alignment
+    # in the sum that picks s, then the rounding of the shift)
+    spectrum = 2 ** config["SPECTRUM_BITS"] + 3 * config["N_FFT"] // 2 + 1
     if spectrum >= 2 ** 31 or (2 * spectrum) ** 2 >= 2 ** 63:
         raise MelConfigError("MEL_SPECTRUM_BITS too large: the FFT overflows int32 or the "
                              "power int64")
@@ -110,9 +112,14 @@ def make_vars(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def block_words(config: dict) -> int:
+    """int16 values of one input block: its gain exponent, then HOP samples."""
+    return config["HOP"] + 1
+
+
 def object_samples(config: dict) -> int:
-    """Samples in one input FIFO object: its frames plus the overlap the last frame reads."""
-    return config["FRAMES_PER_OBJECT"] * config["HOP"] + config["N_FFT"] - config["HOP"]
+    """int16 values in one input FIFO object: the blocks its frames read (two beyond them)."""
+    return (config["FRAMES_PER_OBJECT"] + 2) * block_words(config)
 
 
 def hann_window(config: dict) -> np.ndarray:

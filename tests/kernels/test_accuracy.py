@@ -60,3 +60,19 @@ def test_npu_path_matches_cpu_path_on_int16_speech():
     error = np.concatenate(errors)
     print(f"NPU path vs CPU path: mean {error.mean():.2e} max {error.max():.2e}")
     assert error.mean() <= 2e-6 and error.max() <= 1e-4, (error.mean(), error.max())
+
+
+def test_near_silent_float_audio_after_loud_audio_keeps_its_bits():
+    """Float audio whose second second is 70 dB under its first: with one gain per call its int16
+    samples would be a few LSBs; each block's own gain keeps the quiet second as exact as the
+    loud one (the clamp at max - 8 keeps it in the features)."""
+    from npu.mel.cpu import log_mel_spectrogram
+
+    rng = np.random.default_rng(3)
+    audio = np.concatenate([rng.standard_normal(SAMPLE_RATE) * 0.3,
+                            rng.standard_normal(SAMPLE_RATE) * 1e-4]).astype(np.float32)
+    error = np.abs(host.log_mel(audio, 80, 0, 3000, host_kernel(80))
+                   - log_mel_spectrogram(audio, 80, 0))
+    quiet = error[:, 110:]
+    print(f"quiet second: max {quiet.max():.2e}")
+    assert quiet.max() <= 1e-4

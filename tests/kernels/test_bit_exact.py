@@ -27,7 +27,7 @@ def test_host_kernel_equals_golden_on_edge_cases(n_mels):
 
 
 def speech_calls(audio: np.ndarray, frames_per_call: int = 3000):
-    """The int16 buffers the NPU path sends for one file, as (samples, n_frames) per call."""
+    """The int16 inputs the NPU path sends for one file, as (input, n_frames) per call."""
     signal, n_frames = host.padded_signal(audio)
     for first in range(0, n_frames, frames_per_call):
         count = min(frames_per_call, n_frames - first)
