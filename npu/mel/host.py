@@ -144,45 +144,54 @@ def kernel_input(samples: np.ndarray, gains: np.ndarray) -> np.ndarray:
 
 @numba.njit(nogil=True, cache=True)
 def _quantise_blocks(samples, min_gain, max_gain, out):  # pragma: no cover - compiled
-    """Per block of HOP samples of ``samples``: g from its peak (the largest power of two
-    keeping it below full scale, clamped; ``max_gain`` for a silent block), then
-    ``rint(clip(x * 2^(15 + g), -32768, 32767))`` (exact float32 product, rounding half to
-    even as ``np.rint``) after g in ``out``. Returns False if a sample is not finite."""
+    """Per block of HOP samples: its gain exponent g, the largest power of two keeping the
+    block's peak below full scale, clamped (``max_gain`` for a silent block, so that it does not
+    lower the gain its frames are aligned to), then ``rint(clip(x * 2^(15 + g), -32768, 32767))``
+    (an exact float32 product, rounding half to even as ``np.rint``), into ``out``.
+
+    The peak is taken on the float32 bit patterns with the sign cleared (ordered as the
+    magnitudes, NaN and inf above every finite value; integer max vectorises where float max
+    does not), and g is 126 minus its exponent field (= -frexp(peak)[1]). Returns False for a
+    non-finite sample."""
     hop = _HOP
+    bits = samples.view(np.int32)
     for block in range(samples.shape[0] // hop):
-        part = samples[block * hop:(block + 1) * hop]
-        peak = np.float32(0.0)
+        start = block * hop
+        block_bits = bits[start:start + hop]  # a view: indexing it from 0 vectorises
+        peak = np.int32(0)
         for i in range(hop):
-            x = part[i]
-            if not np.isfinite(x):
-                return False
-            peak = max(peak, abs(x))
+            peak = max(peak, block_bits[i] & np.int32(0x7FFFFFFF))
+        if peak >= 0x7F800000:
+            return False
         gain = max_gain
         if peak > 0:
-            gain = min(max(-math.frexp(peak)[1], min_gain), max_gain)
+            gain = min(max(126 - (peak >> 23), min_gain), max_gain)
         scale = np.float32(2.0 ** (15 + gain))
         base = block * (hop + 1)
         out[base] = gain
+        part = samples[start:start + hop]
+        dest = out[base + 1:base + 1 + hop]
         for i in range(hop):
             x = part[i] * scale
             x = min(np.float32(32767.0), x)
             x = max(np.float32(-32768.0), x)
-            out[base + 1 + i] = np.int16(np.rint(x))
+            dest[i] = np.int16(np.rint(x))
     return True
 
 
 def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray,
                   scratch: np.ndarray | None = None) -> None:
     """Write the kernel input for the call starting at ``first_frame`` into ``out``: each block
-    of HOP samples of the padded signal (zero past its end) with its own gain exponent (see
-    :func:`_quantise_blocks`). ``scratch`` (float32, the call's sample count) is reused if given.
-    Non-finite audio is refused in the same pass."""
+    of HOP samples of the padded signal (zero past its end) after its own gain exponent
+    (:func:`_quantise_blocks`). ``scratch`` (float32, the call's sample count) is reused if
+    given. Non-finite audio is refused in the same pass."""
     size = out.size // (audio_spec.HOP_LENGTH + 1) * audio_spec.HOP_LENGTH
     if scratch is None or scratch.size != size:
         scratch = np.empty(size, np.float32)
-    scratch[:] = 0
     for offset, part in signal.window(first_frame * audio_spec.HOP_LENGTH, size):
-        if not isinstance(part, int):
+        if isinstance(part, int):
+            scratch[offset:offset + part] = 0
+        else:
             scratch[offset:offset + part.size] = part
     limits = _constants()
     if not _quantise_blocks(scratch, limits.min_gain, limits.max_gain, out):
