@@ -61,15 +61,16 @@ class HostKernel:
 
     def __call__(self, samples: np.ndarray, n_frames: int,
                  out: np.ndarray | None = None) -> np.ndarray:
-        """int16 padded signal -> int16 [n_frames, n_mels], exactly as one kernel call."""
+        """The kernel input (blocks of gain + samples) -> int32 [n_frames, n_mels], exactly as one
+        kernel call."""
         samples = np.ascontiguousarray(samples)
         if samples.dtype != np.int16 or samples.size < host.call_samples(n_frames):
-            raise ValueError(f"need {host.call_samples(n_frames)} int16 samples, got "
+            raise ValueError(f"need {host.call_samples(n_frames)} int16 values, got "
                              f"{samples.size} {samples.dtype}")
         if out is None:
-            out = np.empty((n_frames, self.n_mels), dtype=np.int16)
-        if out.dtype != np.int16 or not out.flags.c_contiguous or out.size < n_frames * self.n_mels:
-            raise ValueError("out must be a C-contiguous int16 array of n_frames * n_mels")
+            out = np.empty((n_frames, self.n_mels), dtype=np.int32)
+        if out.dtype != np.int32 or not out.flags.c_contiguous or out.size < n_frames * self.n_mels:
+            raise ValueError("out must be a C-contiguous int32 array of n_frames * n_mels")
         self._lib.mel_frames(samples.ctypes.data, out.ctypes.data, n_frames)
         return out
 

@@ -17,23 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from app.evaluation.corpus import SHARED_SPEECH_DIR, speech_files
-from npu.audio_spec import N_FRAMES, SAMPLE_RATE
+from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 
 ERROR_BOUNDS = {"mean_abs_err": 0.001, "p999_abs_err": 0.01, "max_abs_err": 0.05}
 
 
 def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
-    """int16 padded signals of ``frames`` frames each: the cases a fixed-point FFT gets wrong."""
+    """Kernel inputs of ``frames`` frames each: the cases a fixed-point FFT gets wrong, every
+    block at gain 0, and the same random samples with random block gains (in and beyond the
+    range the kernel clamps to)."""
     from npu.mel import host
 
     rng = np.random.default_rng(seed)
-    size = host.call_samples(frames)
+    blocks = frames + 2
+    size = blocks * HOP_LENGTH
     n = np.arange(size)
     impulses = np.zeros(size, np.int16)
     impulses[rng.integers(0, size, max(1, frames // 6))] = rng.choice([-32768, 32767, 1000, -1],
                                                                        max(1, frames // 6))
     sweep = 32767 * np.sin(2 * np.pi * (n * 40 / SAMPLE_RATE) * (1 + n / size))
-    return {
+    samples = {
         "random_full_scale": rng.integers(-32768, 32768, size).astype(np.int16),
         "random_quiet": rng.integers(-4, 5, size).astype(np.int16),
         "gaussian": np.clip(rng.standard_normal(size) * 3000, -32768, 32767).astype(np.int16),
@@ -45,6 +48,10 @@ def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
         "impulses": impulses,
         "lsb_toggle": np.where(n % 2, 1, -1).astype(np.int16),
     }
+    signals = {name: host.kernel_input(x, np.zeros(blocks, np.int16)) for name, x in samples.items()}
+    signals["random_block_gains"] = host.kernel_input(samples["random_full_scale"],
+                                                      rng.integers(-12, 21, blocks))
+    return signals
 
 
 def _bit_exact_rows(kernel, n_mels: int, frames: int) -> list[dict]:

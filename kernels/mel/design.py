@@ -2,10 +2,10 @@
 for one NPU generation (``--target npu1``, AIE2, the default, or ``npu2``, AIE2P: the same
 design on the device mlir-aie names ``npu2_1col``; both have 64 KB of tile data memory).
 
-One shim tile streams the int16 padded signal to one compute tile through a double-buffered
-ObjectFIFO whose objects are overlapping windows (MEL_FRAMES_PER_OBJECT frames each, read by the
-shim DMA with stride FRAMES*HOP and length FRAMES*HOP + N_FFT - HOP), and streams the int16
-log-mel frames back. The whole call (``frames_per_call`` frames) is one runtime sequence.
+One shim tile streams the int16 input (the padded signal in blocks of HOP samples, each after its
+gain exponent) to one compute tile through a double-buffered ObjectFIFO whose objects are
+overlapping windows (MEL_FRAMES_PER_OBJECT + 2 blocks, read by the shim DMA with a stride of
+FRAMES blocks), and streams the int32 log-mel frames back. The whole call (``frames_per_call`` frames) is one runtime sequence.
 
 Before printing, it checks the core against the host build of the same source: the stack usage
 reported by ``-fstack-usage`` must fit the explicit ``stack_size``, and FIFO buffers + static
@@ -61,7 +61,7 @@ def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
     frames = config["FRAMES_PER_OBJECT"]
     budget = MemoryBudget(
         fifo_in=2 * 2 * tables.object_samples(config),
-        fifo_out=2 * 2 * frames * n_mels,
+        fifo_out=2 * 4 * frames * n_mels,
         static_data=static_data_bytes(host_object),
         stack=config["CORE_STACK_BYTES"],
         stack_used=stack_bytes_used(host_object.with_suffix(".su")),
@@ -82,10 +82,10 @@ def design_mlir(n_mels: int, frames_per_call: int, config: dict,
     if frames_per_call % frames:
         raise DesignError(f"frames per call {frames_per_call} is not a multiple of {frames}")
     objects = frames_per_call // frames
-    in_object, hop = tables.object_samples(config), config["HOP"]
+    in_object, words = tables.object_samples(config), tables.block_words(config)
     out_object = frames * n_mels
-    signal = (frames_per_call - 1) * hop + config["N_FFT"]
-    in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi16>"
+    signal = (frames_per_call + 2) * words
+    in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi32>"
     return f"""\
 module {{
   aie.device({npu.device}) {{
@@ -112,9 +112,9 @@ module {{
       }}
       aie.end
     }} {{link_with = "mel_kernel.o", stack_size = {config["CORE_STACK_BYTES"]} : i32}}
-    aiex.runtime_sequence(%signal: memref<{signal}xi16>, %features: memref<{frames_per_call * n_mels}xi16>) {{
-      aiex.npu.dma_memcpy_nd(%features[0, 0, 0, 0][1, 1, {objects}, {out_object}][0, 0, {out_object}, 1]) {{id = 0 : i64, metadata = @mels, issue_token = true}} : memref<{frames_per_call * n_mels}xi16>
-      aiex.npu.dma_memcpy_nd(%signal[0, 0, 0, 0][1, 1, {objects}, {in_object}][0, 0, {frames * hop}, 1]) {{id = 1 : i64, metadata = @samples}} : memref<{signal}xi16>
+    aiex.runtime_sequence(%signal: memref<{signal}xi16>, %features: memref<{frames_per_call * n_mels}xi32>) {{
+      aiex.npu.dma_memcpy_nd(%features[0, 0, 0, 0][1, 1, {objects}, {out_object}][0, 0, {out_object}, 1]) {{id = 0 : i64, metadata = @mels, issue_token = true}} : memref<{frames_per_call * n_mels}xi32>
+      aiex.npu.dma_memcpy_nd(%signal[0, 0, 0, 0][1, 1, {objects}, {in_object}][0, 0, {frames * words}, 1]) {{id = 1 : i64, metadata = @samples}} : memref<{signal}xi16>
       aiex.npu.dma_wait {{symbol = @mels}}
     }}
   }}

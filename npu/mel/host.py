@@ -1,17 +1,18 @@
 """The host's share of the NPU mel path: everything around one kernel call.
 
 Before a call: append ``padding`` zeros, reflect-pad by N_FFT/2 (``torch.stft(center=True)``),
-pick a power-of-two gain for the call's samples (quiet audio is shifted up before quantising, and
-the shift is undone exactly in the log domain), quantise to int16. After each call: undo the
-gain, apply Whisper's 1e-10 floor, the global max-8 clamp and (x+4)/4. The kernel itself (or its
+and quantise to int16 in blocks of HOP samples, each with its own power-of-two gain (a quiet
+block is shifted up before quantising, so a near-silent frame of a loud chunk keeps its bits; the
+kernel aligns the blocks of a frame and undoes the gains exactly in the log domain). After each
+call: Whisper's 1e-10 floor, the global max-8 clamp and (x+4)/4. The kernel itself (or its
 golden model) sits between :func:`quantise_call` and :class:`FeatureWriter`.
 
 This is the CPU work the NPU path cannot hand to the device, so it is written to touch each
-sample as few times as possible: the padded signal is never built (its reflected edges and zero
-padding are views and counts), each call's samples are read once for their peak and once to be
-scaled, rounded and clipped straight into the int16 input buffer (compiled loops, no
-temporaries), and each call's output is scaled, offset and transposed into the features in one
-compiled pass, with one clamping pass at the end.
+sample few times: the padded signal is never built (its reflected edges and zero padding are
+views and counts), each call's samples are copied once into a reused float32 buffer and read
+once more for their block peaks, scaled, rounded and clipped straight into the int16 input
+buffer (one compiled loop), and each call's output is scaled, offset and transposed into the
+features in one compiled pass, with one clamping pass at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from npu import audio_spec
 from npu.mel import tables
 
 _HALF = audio_spec.N_FFT // 2
-_LOG10_2 = math.log10(2.0)
+_HOP = audio_spec.HOP_LENGTH
 _LOG_FLOOR = math.log10(audio_spec.LOG_FLOOR)
 
 
@@ -126,46 +127,75 @@ def padded_signal(audio: np.ndarray, padding: int = 0) -> tuple[PaddedSignal, in
 
 
 def call_samples(n_frames: int) -> int:
-    """int16 samples one kernel call reads for ``n_frames`` frames."""
-    return (n_frames - 1) * audio_spec.HOP_LENGTH + audio_spec.N_FFT
+    """int16 values one kernel call reads for ``n_frames`` frames: ``n_frames + 2`` blocks, each
+    a gain exponent and HOP samples (``kernels/mel/mel_config.h``)."""
+    return (n_frames + 2) * (audio_spec.HOP_LENGTH + 1)
+
+
+def kernel_input(samples: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """The kernel's input layout from int16 ``samples`` (a whole number of HOP blocks) and one
+    gain exponent per block: ``[g_0, block 0, g_1, block 1, ...]``."""
+    blocks = np.asarray(samples, np.int16).reshape(-1, _HOP)
+    if len(gains) != blocks.shape[0]:
+        raise ValueError(f"need one gain per block of {_HOP} samples: {blocks.shape[0]}, "
+                         f"got {len(gains)}")
+    return np.column_stack([np.asarray(gains, np.int16), blocks]).reshape(-1)
 
 
 @numba.njit(nogil=True, cache=True)
-def _quantise_part(part, scale, out):  # pragma: no cover - compiled
-    """``out = rint(clip(part * scale, -32768, 32767))``, rounding half to even as ``np.rint``
-    (the float32 product is exact, ``scale`` being a power of two). The clip is written as
-    comparisons so the loop vectorises."""
-    for i in range(part.shape[0]):
-        x = part[i] * scale
-        x = min(np.float32(32767.0), x)
-        x = max(np.float32(-32768.0), x)
-        out[i] = np.int16(np.rint(x))
+def _quantise_blocks(samples, min_gain, max_gain, out):  # pragma: no cover - compiled
+    """Per block of HOP samples: its gain exponent g, the largest power of two keeping the
+    block's peak below full scale, clamped (``max_gain`` for a silent block, so that it does not
+    lower the gain its frames are aligned to), then ``rint(clip(x * 2^(15 + g), -32768, 32767))``
+    (an exact float32 product, rounding half to even as ``np.rint``), into ``out``.
+
+    The peak is taken on the float32 bit patterns with the sign cleared (ordered as the
+    magnitudes, NaN and inf above every finite value; integer max vectorises where float max
+    does not), and g is 126 minus its exponent field (= -frexp(peak)[1]). Returns False for a
+    non-finite sample."""
+    hop = _HOP
+    bits = samples.view(np.int32)
+    for block in range(samples.shape[0] // hop):
+        start = block * hop
+        block_bits = bits[start:start + hop]  # a view: indexing it from 0 vectorises
+        peak = np.int32(0)
+        for i in range(hop):
+            peak = max(peak, block_bits[i] & np.int32(0x7FFFFFFF))
+        if peak >= 0x7F800000:
+            return False
+        gain = max_gain
+        if peak > 0:
+            gain = min(max(126 - (peak >> 23), min_gain), max_gain)
+        scale = np.float32(2.0 ** (15 + gain))
+        base = block * (hop + 1)
+        out[base] = gain
+        part = samples[start:start + hop]
+        dest = out[base + 1:base + 1 + hop]
+        for i in range(hop):
+            x = part[i] * scale
+            x = min(np.float32(32767.0), x)
+            x = max(np.float32(-32768.0), x)
+            dest[i] = np.int16(np.rint(x))
+    return True
 
 
-def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray) -> int:
-    """Write the int16 samples for the call starting at ``first_frame`` into ``out`` (zero past
-    the signal's end) and return the gain exponent g used (samples were scaled by 2^g).
-    The peak search that picks g also refuses non-finite audio, so no separate pass is needed."""
-    parts = signal.window(first_frame * audio_spec.HOP_LENGTH, out.size)
-    peak = 0.0
-    for _, part in parts:
+def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray,
+                  scratch: np.ndarray | None = None) -> None:
+    """Write the kernel input for the call starting at ``first_frame`` into ``out``: each block
+    of HOP samples of the padded signal (zero past its end) after its own gain exponent
+    (:func:`_quantise_blocks`). ``scratch`` (float32, the call's sample count) is reused if
+    given. Non-finite audio is refused in the same pass."""
+    size = out.size // (audio_spec.HOP_LENGTH + 1) * audio_spec.HOP_LENGTH
+    if scratch is None or scratch.size != size:
+        scratch = np.empty(size, np.float32)
+    for offset, part in signal.window(first_frame * audio_spec.HOP_LENGTH, size):
         if isinstance(part, int):
-            continue
-        high, low = float(part.max()), float(part.min())
-        if not (math.isfinite(high) and math.isfinite(low)):
-            raise ValueError("audio must be finite: it contains NaN or inf")
-        peak = max(peak, high, -low)
-    gain = 0
-    if peak > 0:
-        limits = _constants()
-        gain = min(max(-math.frexp(peak)[1], limits.min_gain), limits.max_gain)
-    scale = np.float32(2.0 ** (15 + gain))
-    for offset, part in parts:
-        if isinstance(part, int):
-            out[offset:offset + part] = 0
+            scratch[offset:offset + part] = 0
         else:
-            _quantise_part(part, scale, out[offset:offset + part.size])
-    return gain
+            scratch[offset:offset + part.size] = part
+    limits = _constants()
+    if not _quantise_blocks(scratch, limits.min_gain, limits.max_gain, out):
+        raise ValueError("audio must be finite: it contains NaN or inf")
 
 
 @numba.njit(nogil=True, cache=True)
@@ -180,10 +210,10 @@ def _write_call(log_q, scale, offset, features):  # pragma: no cover - compiled
 class FeatureWriter:
     """Kernel output, call by call, into Whisper's features float32 ``[n_mels, n_frames]``.
 
-    Per call the int16 log10 values (Q OUT_FRAC_BITS, samples scaled by 2^g) become
-    ``x/4 + 1 - g*log10(2)/2``, i.e. Whisper's ``(log10 + 4) / 4`` with the gain undone;
-    :meth:`finish` applies the 1e-10 floor and the chunk's max-8 clamp in that same scale
-    in one pass (the kernel's MEL_OUT_FLOOR lands below the floor: checked in mel_tables).
+    Per call the int32 log10 values (Q OUT_FRAC_BITS; the kernel has undone the block gains)
+    become ``x/4 + 1``, i.e. Whisper's ``(log10 + 4) / 4``; :meth:`finish` applies the 1e-10
+    floor and the chunk's max-8 clamp in that same scale in one pass (the kernel's
+    MEL_OUT_FLOOR lands below the floor: checked in npu/mel/tables.py).
     """
 
     def __init__(self, n_mels: int, n_frames: int) -> None:
@@ -191,12 +221,11 @@ class FeatureWriter:
         self._peak_log10 = _LOG_FLOOR
         self._scale = np.float32(_constants().out_scale / 4)
 
-    def add_call(self, first_frame: int, log_q: np.ndarray, gain: int) -> None:
-        """``log_q``: int16 ``[count, n_mels]`` for frames ``first_frame ...``."""
+    def add_call(self, first_frame: int, log_q: np.ndarray) -> None:
+        """``log_q``: int32 ``[count, n_mels]`` for frames ``first_frame ...``."""
         view = self.features[:, first_frame:first_frame + log_q.shape[0]]
-        _write_call(log_q, self._scale, np.float32(1.0 - gain * _LOG10_2 / 2), view)
-        peak = int(log_q.max()) * _constants().out_scale - 2 * gain * _LOG10_2
-        self._peak_log10 = max(self._peak_log10, peak)
+        _write_call(log_q, self._scale, np.float32(1.0), view)
+        self._peak_log10 = max(self._peak_log10, int(log_q.max()) * _constants().out_scale)
 
     def finish(self) -> np.ndarray:
         lowest = max(_LOG_FLOOR, self._peak_log10 - audio_spec.DYNAMIC_RANGE_LOG10)
@@ -206,18 +235,21 @@ class FeatureWriter:
 
 @dataclass
 class CallBuffers:
-    """The reusable buffer of one call size: the int16 input the kernel reads."""
+    """The reusable buffers of one call size: the int16 input the kernel reads and the float32
+    samples it is quantised from."""
 
     samples: np.ndarray
+    scratch: np.ndarray
 
     @classmethod
     def for_frames(cls, frames_per_call: int) -> CallBuffers:
-        return cls(np.zeros(call_samples(frames_per_call), dtype=np.int16))
+        samples = np.zeros(call_samples(frames_per_call), dtype=np.int16)
+        return cls(samples, np.zeros((frames_per_call + 2) * _HOP, dtype=np.float32))
 
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
             kernel, buffers: CallBuffers | None = None) -> np.ndarray:
-    """The whole NPU path. ``kernel(samples_int16, n_frames) -> int16 [frames_per_call, n_mels]``
+    """The whole NPU path. ``kernel(samples_int16, n_frames) -> int32 [frames_per_call, n_mels]``
     stands for one device run (or the golden model / host library) and is given the call's
     frame count; ``buffers`` is the reusable buffer of one call."""
     signal, n_frames = padded_signal(audio, padding)
@@ -228,6 +260,6 @@ def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,
     for call in range(plan.n_calls):
         first = call * frames_per_call
         count = min(frames_per_call, n_frames - first)
-        gain = quantise_call(signal, first, buffers.samples)
-        writer.add_call(first, kernel(buffers.samples, count)[:count], gain)
+        quantise_call(signal, first, buffers.samples, buffers.scratch)
+        writer.add_call(first, kernel(buffers.samples, count)[:count])
     return writer.finish()

@@ -10,7 +10,7 @@ start-up; the runtime repeats that probe while serving (:meth:`NpuMelBackend.sel
 that does not complete, or output that is all zero or (at a probe) wrong, raises
 :class:`MelBackendError` (``run_failed`` / ``bad_output``): falling back is the runtime's job.
 
-The host's share (padding, gain, int16 quantisation, global max clamp) is ``npu.mel.host``; the
+The host's share (padding, block gains, int16 quantisation, global max clamp) is ``npu.mel.host``; the
 kernel's arithmetic is ``npu.mel.golden``; tests drive this module through a strict fake pyxrt.
 """
 
@@ -70,7 +70,7 @@ class NpuMelBackend(XrtBackend):
                                            self.insts_path)
         self._xrt, self._context = xrt, context
         self._buffers = host.CallBuffers.for_frames(self.frames_per_call)
-        self._out_bytes = self.frames_per_call * self.n_mels * 2
+        self._out_bytes = self.frames_per_call * self.n_mels * np.dtype(np.int32).itemsize
         try:
             bos = host_buffers(xrt, device, context,
                                {3: self._buffers.samples.nbytes, 4: self._out_bytes})
@@ -97,7 +97,7 @@ class NpuMelBackend(XrtBackend):
         self._bo_in.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
         run_kernel(xrt, self._context, [self._bo_in, self._bo_out], self.timeout_ms)
         self._bo_out.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
-        out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int16)
+        out = np.asarray(self._bo_out.read(self._out_bytes, 0)).view(np.int32)
         if not out.any():
             raise MelBackendError(FallbackReason.BAD_OUTPUT, "kernel returned all zeros")
         return out.reshape(self.frames_per_call, self.n_mels)
@@ -111,7 +111,8 @@ class NpuMelBackend(XrtBackend):
             self._probe()
 
     def _probe(self) -> None:
-        """One known-answer run: pseudo-random full-scale input; the first and last PROBE_FRAMES
+        """One known-answer run: pseudo-random full-scale input (block gains too, which the
+        kernel clamps to its range); the first and last PROBE_FRAMES
         frames must equal the golden model bit for bit. A kernel that times out, errs or answers
         wrongly (the seed's all zeros) is refused before any request sees it."""
         from npu.mel import golden
@@ -121,8 +122,8 @@ class NpuMelBackend(XrtBackend):
         out = self._execute(samples)
         count = min(PROBE_FRAMES, self.frames_per_call)
         for first in sorted({0, self.frames_per_call - count}):
-            expected = golden.kernel_call(samples[first * audio_spec.HOP_LENGTH:], count,
-                                              self.n_mels)
+            expected = golden.kernel_call(samples[first * (audio_spec.HOP_LENGTH + 1):], count,
+                                          self.n_mels)
             if not np.array_equal(out[first:first + count], expected):
                 raise MelBackendError(FallbackReason.BAD_OUTPUT,
                                       f"known-answer probe: frames {first}..{first + count - 1} "

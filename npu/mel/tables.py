@@ -54,13 +54,28 @@ def _check_against_audio_spec(config: dict) -> None:
             raise MelConfigError(f"MEL_{name} is {config.get(name)} in the header, expected {value}")
     if int(np.prod(config["RADICES"])) != config["HALF_FFT"]:
         raise MelConfigError(f"MEL_RADICES {config['RADICES']} do not multiply to MEL_HALF_FFT")
-    lowest = (config["OUT_FLOOR"] / 2 ** config["OUT_FRAC_BITS"]
-              - 2 * config["HOST_MIN_GAIN_LOG2"] * np.log10(2))
+    lowest = config["OUT_FLOOR"] / 2 ** config["OUT_FRAC_BITS"]
     if lowest >= np.log10(audio_spec.LOG_FLOOR):
         raise MelConfigError("MEL_OUT_FLOOR does not map below Whisper's 1e-10 floor")
+    _check_widths(config)
     for name in ("FRAMES_PER_CALL_BATCH", "FRAMES_PER_CALL_FRAME"):
         if config[name] % config["FRAMES_PER_OBJECT"]:
             raise MelConfigError(f"MEL_{name} is not a multiple of MEL_FRAMES_PER_OBJECT")
+
+
+def _check_widths(config: dict) -> None:
+    """The overflow bounds ``mel_config.h`` states: the 200-point FFT fits int32 and the
+    power int64."""
+    if not 2 * config["HOP"] < config["N_FFT"] <= 3 * config["HOP"]:
+        raise MelConfigError("a frame must span three blocks: 2 * MEL_HOP < MEL_N_FFT <= 3 * MEL_HOP")
+    # |Z|, |X| <= sum |windowed| < 2^SPECTRUM_BITS + 3 N_FFT / 2 (the floor of the alignment
+    # in the sum that picks s, then the rounding of the shift)
+    spectrum = 2 ** config["SPECTRUM_BITS"] + 3 * config["N_FFT"] // 2 + 1
+    if spectrum >= 2 ** 31 or (2 * spectrum) ** 2 >= 2 ** 63:
+        raise MelConfigError("MEL_SPECTRUM_BITS too large: the FFT overflows int32 or the "
+                             "power int64")
+    if config["POWER_SCALE_LOG2"] != 2 * (15 + config["WINDOW_FRAC_BITS"] + 1):
+        raise MelConfigError("MEL_POWER_SCALE_LOG2 is not 2 * (15 + MEL_WINDOW_FRAC_BITS + 1)")
 
 
 _ARTIFACT_STEM = re.compile(r"^mel_n(\d+)_f(\d+)$")
@@ -97,29 +112,35 @@ def make_vars(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def block_words(config: dict) -> int:
+    """int16 values of one input block: its gain exponent, then HOP samples."""
+    return config["HOP"] + 1
+
+
 def object_samples(config: dict) -> int:
-    """Samples in one input FIFO object: its frames plus the overlap the last frame reads."""
-    return config["FRAMES_PER_OBJECT"] * config["HOP"] + config["N_FFT"] - config["HOP"]
+    """int16 values in one input FIFO object: the blocks its frames read (two beyond them)."""
+    return (config["FRAMES_PER_OBJECT"] + 2) * block_words(config)
 
 
-def hann_q15(config: dict) -> np.ndarray:
-    """Periodic Hann window (``torch.hann_window(400)``) in Q15, 1.0 saturated to 32767."""
+def hann_window(config: dict) -> np.ndarray:
+    """Periodic Hann window (``torch.hann_window(400)``) as int32 in Q(WINDOW_FRAC_BITS)."""
     n = np.arange(config["N_FFT"])
     window = 0.5 - 0.5 * np.cos(2 * np.pi * n / config["N_FFT"])
-    return np.minimum(np.rint(window * 2 ** config["WINDOW_FRAC_BITS"]), 32767).astype(np.int16)
+    return np.rint(window * 2 ** config["WINDOW_FRAC_BITS"]).astype(np.int32)
 
 
-def twiddles_q15(config: dict) -> np.ndarray:
-    """``exp(-2 pi i j / N_FFT)`` for j < N_FFT as int16 pairs [N_FFT, 2] (re, im), saturated."""
+def twiddles(config: dict) -> np.ndarray:
+    """``exp(-2 pi i j / N_FFT)`` for j < N_FFT as int32 pairs [N_FFT, 2] (re, im) in
+    Q(TWIDDLE_FRAC_BITS)."""
     angle = -2 * np.pi * np.arange(config["N_FFT"]) / config["N_FFT"]
     scaled = np.stack([np.cos(angle), np.sin(angle)], axis=1) * 2 ** config["TWIDDLE_FRAC_BITS"]
-    return np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)
+    return np.rint(scaled).astype(np.int32)
 
 
 @dataclass(frozen=True)
 class SparseFilters:
     """Each mel band as a run of consecutive bins: ``coefs[offsets[j] : offsets[j] + counts[j]]``
-    weigh bins ``starts[j] ...``. Weights are ``round(w * 2^FILTER_FRAC_BITS)`` as uint16."""
+    weigh bins ``starts[j] ...``. Weights are ``round(w * 2^FILTER_FRAC_BITS)`` as uint32."""
 
     starts: np.ndarray
     counts: np.ndarray
@@ -131,8 +152,8 @@ def sparse_filters(n_mels: int, config: dict) -> SparseFilters:
     if n_mels not in audio_spec.SUPPORTED_N_MELS:
         raise MelConfigError(f"n_mels must be one of {audio_spec.SUPPORTED_N_MELS}, got {n_mels}")
     quantised = np.rint(slaney_filters(n_mels) * 2 ** config["FILTER_FRAC_BITS"])
-    if quantised.max() > 65535:
-        raise MelConfigError("MEL_FILTER_FRAC_BITS too large: a filter weight exceeds uint16")
+    if quantised.max() >= 2 ** 32:
+        raise MelConfigError("MEL_FILTER_FRAC_BITS too large: a filter weight exceeds uint32")
     starts, counts, coefs = [], [], []
     for row in quantised.astype(np.int64):
         nonzero = np.flatnonzero(row)
@@ -142,9 +163,14 @@ def sparse_filters(n_mels: int, config: dict) -> SparseFilters:
         counts.append(stop - start)
         coefs.extend(row[start:stop])
     counts_arr = np.array(counts, dtype=np.int64)
+    band_sums = [sum(int(c) for c in coefs[o:o + n]) for o, n in
+                 zip(np.cumsum([0] + counts[:-1]), counts)]
+    if max(band_sums) * 2 ** config["POWER_BITS"] >= 2 ** 64:
+        raise MelConfigError("MEL_POWER_BITS + MEL_FILTER_FRAC_BITS too large: a band sum "
+                             "could overflow uint64")
     offsets = np.concatenate([[0], np.cumsum(counts_arr)[:-1]]).astype(np.int64)
     return SparseFilters(np.array(starts, np.int64), counts_arr, offsets,
-                         np.array(coefs, dtype=np.uint16))
+                         np.array(coefs, dtype=np.uint32))
 
 
 def log2_table(config: dict) -> np.ndarray:
@@ -157,7 +183,7 @@ def log2_table(config: dict) -> np.ndarray:
 def c_header(n_mels: int, config: dict) -> str:
     """The generated C header: every table the kernel reads, for one n_mels."""
     filters = sparse_filters(n_mels, config)
-    tw = twiddles_q15(config)
+    tw = twiddles(config)
 
     def array(ctype: str, name: str, values) -> str:
         body = ", ".join(str(int(v)) for v in np.ravel(values))
@@ -168,13 +194,13 @@ def c_header(n_mels: int, config: dict) -> str:
         "#pragma once\n#include <stdint.h>\n",
         f"#define MEL_N_MELS {n_mels}\n",
         f"#define MEL_N_COEFS {filters.coefs.size}\n",
-        array("int16_t", "mel_window", hann_q15(config)),
-        array("int16_t", "mel_twiddle_re", tw[:, 0]),
-        array("int16_t", "mel_twiddle_im", tw[:, 1]),
+        array("int32_t", "mel_window", hann_window(config)),
+        array("int32_t", "mel_twiddle_re", tw[:, 0]),
+        array("int32_t", "mel_twiddle_im", tw[:, 1]),
         array("uint8_t", "mel_filter_start", filters.starts),
         array("uint8_t", "mel_filter_count", filters.counts),
         array("uint16_t", "mel_filter_offset", filters.offsets),
-        array("uint16_t", "mel_filter_coef", filters.coefs),
+        array("uint32_t", "mel_filter_coef", filters.coefs),
         array("int32_t", "mel_log2_table", log2_table(config)),
     ])
 

@@ -13,7 +13,7 @@ Faults (``FAULTS``, or the env var FAKE_PYXRT_FAULTS="a,b" read by :func:`reset`
 ``device_open`` (xrt.device raises), ``xclbin_load`` (xrt.xclbin raises), ``timeout``
 (wait returns ERT_CMD_STATE_TIMEOUT), ``error_state`` (ERT_CMD_STATE_ERROR), ``zeros``
 (COMPLETED with an all-zero output), ``wrong`` (COMPLETED, plausible non-zero output one unit
-off the kernel's: one Q10 step of a log-mel, one bf16 ulp of GELU or attention). A missing device node is made by the environment
+off the kernel's: one Q16 step of a log-mel, one bf16 ulp of GELU or attention). A missing device node is made by the environment
 helper :func:`make_fake_device`, not here: the processor checks ``/dev/accel`` before pyxrt.
 """
 
@@ -203,7 +203,7 @@ class kernel:
         if self.op == "mel":
             from npu.mel.host import call_samples
 
-            return {3: call_samples(self.frames) * 2, 4: self.frames * self.n_mels * 2}
+            return {3: call_samples(self.frames) * 2, 4: self.frames * self.n_mels * 4}
         from npu.ops import tables
 
         if self.op == "gelu":

@@ -27,7 +27,7 @@ def test_host_kernel_equals_golden_on_edge_cases(n_mels):
 
 
 def speech_calls(audio: np.ndarray, frames_per_call: int = 3000):
-    """The int16 buffers the NPU path sends for one file, as (samples, n_frames) per call."""
+    """The int16 inputs the NPU path sends for one file, as (input, n_frames) per call."""
     signal, n_frames = host.padded_signal(audio)
     for first in range(0, n_frames, frames_per_call):
         count = min(frames_per_call, n_frames - first)
@@ -68,8 +68,8 @@ def test_window_is_torch_periodic_hann():
     import torch
 
     config = tables.read_config()
-    expected = torch.hann_window(N_FFT).double().numpy() * 32768
-    assert np.abs(tables.hann_q15(config) - expected).max() <= 1
+    expected = torch.hann_window(N_FFT, dtype=torch.float64).numpy() * 2 ** config["WINDOW_FRAC_BITS"]
+    assert np.abs(tables.hann_window(config) - expected).max() <= 0.5
 
 
 def test_header_disagreeing_with_audio_spec_is_refused(tmp_path):
@@ -83,3 +83,22 @@ def test_header_disagreeing_with_audio_spec_is_refused(tmp_path):
 def test_bit_length_matches_python():
     values = np.array([0, 1, 2, 3, 2**40 - 1, 2**40, 2**62 + 5, 2**63 - 1], dtype=np.int64)
     assert golden.bit_length(values).tolist() == [int(v).bit_length() for v in values]
+
+
+@pytest.mark.parametrize("line, replacement", [
+    ("#define MEL_SPECTRUM_BITS 30", "#define MEL_SPECTRUM_BITS 31"),
+    ("#define MEL_POWER_SCALE_LOG2 92", "#define MEL_POWER_SCALE_LOG2 44"),
+])
+def test_header_breaking_an_overflow_bound_is_refused(tmp_path, line, replacement):
+    header = tmp_path / "mel_config.h"
+    text = MEL_CONFIG_HEADER.read_text()
+    assert line in text
+    header.write_text(text.replace(line, replacement))
+    with pytest.raises(tables.MelConfigError, match=replacement.split()[1]):
+        tables.read_config(header)
+
+
+def test_band_sums_that_could_overflow_are_refused():
+    config = dict(tables.read_config(), POWER_BITS=40)
+    with pytest.raises(tables.MelConfigError, match="band sum"):
+        tables.sparse_filters(80, config)

@@ -159,7 +159,7 @@ def probing_runtime(fake_npu, clock=time.monotonic, **probe) -> UnifiedNPURuntim
 
 
 def test_plausible_wrong_output_after_start_is_caught_by_the_repeated_probe(fake_npu):
-    """A kernel that starts answering plausibly wrong (one Q10 unit off) after open passes the
+    """A kernel that starts answering plausibly wrong (one Q16 unit off) after open passes the
     output checks; the probe, repeated every N calls, catches it before the next call."""
     with probing_runtime(fake_npu, probe_every_calls=2, probe_interval_seconds=None) as runtime:
         for _ in range(2):
