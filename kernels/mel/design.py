@@ -7,9 +7,11 @@ gain exponent) to one compute tile through a double-buffered ObjectFIFO whose ob
 overlapping windows (MEL_FRAMES_PER_OBJECT + 2 blocks, read by the shim DMA with a stride of
 FRAMES blocks), and streams the int32 log-mel frames back. The whole call (``frames_per_call`` frames) is one runtime sequence.
 
-Before printing, it checks the core against the host build of the same source: the stack usage
-reported by ``-fstack-usage`` must fit the explicit ``stack_size``, and FIFO buffers + static
-data (``nm`` sizes of the object) + stack must fit the tile's data memory, else it refuses.
+Before printing, it checks the core's budget against the host build of the same source, as the
+GELU and attention generators do (``npu.kernel_budget.tile_budget``): the stack usage reported by
+``-fstack-usage`` must fit the explicit ``stack_size``, FIFO buffers + static data (``nm`` sizes
+of the object) + stack the target's tile data memory, and the code its program memory, else it
+refuses.
 
     python kernels/mel/design.py --config mel_n80_f3000 --host-object kernels/build/host/mel_n80.o
 """
@@ -19,35 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from npu.kernel_budget import (
-    TARGETS,
-    DesignError,
-    NpuTarget,
-    stack_bytes_used,
-    static_data_bytes,
-    target,
-)
+from npu.kernel_budget import TARGETS, DesignError, NpuTarget, TileBudget, target, tile_budget
 from npu.mel import tables
-
-
-@dataclass(frozen=True)
-class MemoryBudget:
-    """Compute-tile data memory of one design, in bytes."""
-
-    fifo_in: int
-    fifo_out: int
-    static_data: int
-    stack: int
-    stack_used: int
-    limit: int
-
-    @property
-    def total(self) -> int:
-        return self.fifo_in + self.fifo_out + self.static_data + self.stack
 
 
 def parse_config_name(name: str) -> tuple[int, int]:
@@ -57,23 +35,14 @@ def parse_config_name(name: str) -> tuple[int, int]:
         raise DesignError(str(error)) from error
 
 
-def memory_budget(n_mels: int, host_object: Path, config: dict) -> MemoryBudget:
-    frames = config["FRAMES_PER_OBJECT"]
-    budget = MemoryBudget(
-        fifo_in=2 * 2 * tables.object_samples(config),
-        fifo_out=2 * 4 * frames * n_mels,
-        static_data=static_data_bytes(host_object),
-        stack=config["CORE_STACK_BYTES"],
-        stack_used=stack_bytes_used(host_object.with_suffix(".su")),
-        limit=config["TILE_DATA_BYTES"],
-    )
-    if budget.stack_used > budget.stack:
-        raise DesignError(f"kernel stack use {budget.stack_used} B exceeds the core's "
-                          f"stack_size {budget.stack} B (MEL_CORE_STACK_BYTES)")
-    if budget.total > budget.limit:
-        raise DesignError(f"design needs {budget.total} B of tile data memory, "
-                          f"over the {budget.limit} B limit: {asdict(budget)}")
-    return budget
+def fifo_bytes(n_mels: int, config: dict) -> int:
+    """The double-buffered input (int16 blocks) and output (int32 log-mel) FIFOs on the core."""
+    return 2 * 2 * tables.object_samples(config) + 2 * 4 * config["FRAMES_PER_OBJECT"] * n_mels
+
+
+def memory_budget(n_mels: int, host_object: Path, config: dict,
+                  npu: NpuTarget = TARGETS["npu1"]) -> TileBudget:
+    return tile_budget(npu, fifo_bytes(n_mels, config), host_object, config["CORE_STACK_BYTES"])
 
 
 def design_mlir(n_mels: int, frames_per_call: int, config: dict,
@@ -134,16 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         npu = target(args.target)
         n_mels, frames_per_call = parse_config_name(args.config)
-        budget = memory_budget(n_mels, args.host_object, config)
+        budget = memory_budget(n_mels, args.host_object, config, npu)
         text = design_mlir(n_mels, frames_per_call, config, npu)
     except DesignError as error:
         print(f"design.py: {error}", file=sys.stderr)
         return 1
-    summary = {**asdict(budget), "total": budget.total}
+    summary = budget.as_dict()
     if args.budget:
         print(json.dumps(summary))
     else:
-        print(f"// {args.config}: tile data memory {json.dumps(summary)}", file=sys.stderr)
+        print(f"// {args.config} on {npu.name}: tile memory {json.dumps(summary)}", file=sys.stderr)
         print(text, end="")
     return 0
 

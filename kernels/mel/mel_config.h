@@ -54,8 +54,8 @@
 #define MEL_HOST_MIN_GAIN_LOG2 (-8)
 #define MEL_HOST_MAX_GAIN_LOG2 16
 
-// Tile memory: the design generator refuses a design whose data memory exceeds this.
-#define MEL_TILE_DATA_BYTES 65536
+// The core's stack; the design generator checks it, and data and program memory against the
+// target's tile (npu/kernel_budget.py).
 #define MEL_CORE_STACK_BYTES 1024
 
 #endif

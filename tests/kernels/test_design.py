@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -30,18 +31,28 @@ def design():
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_budget_fits_and_stack_is_checked(design, n_mels):
     config = tables.read_config()
-    budget = design.memory_budget(n_mels, HOST_BUILD_DIR / f"mel_n{n_mels}.o", config)
-    assert budget.fifo_in == 2 * 2 * (10 + 2) * 161  # blocks of a gain and 160 samples
-    assert budget.fifo_out == 2 * 4 * 10 * n_mels  # int32 log-mel
-    assert budget.static_data > 2 * 400 * 2  # window + twiddles at least
-    assert 0 < budget.stack_used <= budget.stack == config["CORE_STACK_BYTES"]
-    assert budget.total <= 65536
+    for npu in ("npu1", "npu2"):
+        budget = design.memory_budget(n_mels, HOST_BUILD_DIR / f"mel_n{n_mels}.o", config,
+                                      design.TARGETS[npu])
+        fifo_in = 2 * 2 * (10 + 2) * 161  # blocks of a gain and 160 samples
+        fifo_out = 2 * 4 * 10 * n_mels  # int32 log-mel
+        assert budget.fifo_buffers == fifo_in + fifo_out
+        assert budget.static_data > 2 * 400 * 2  # window + twiddles at least
+        assert 0 < budget.stack_used <= budget.stack == config["CORE_STACK_BYTES"]
+        assert budget.data_total <= budget.data_limit == 65536
+        assert 0 < budget.program <= budget.program_limit == 16384
 
 
 def test_refuses_design_over_tile_memory(design):
     config = dict(tables.read_config(), FRAMES_PER_OBJECT=200)
-    with pytest.raises(design.DesignError, match="over the 65536 B limit"):
+    with pytest.raises(design.DesignError, match="over the 65536 B of npu1"):
         design.memory_budget(128, HOST_BUILD_DIR / "mel_n128.o", config)
+
+
+def test_refuses_code_over_program_memory(design):
+    small = dataclasses.replace(design.TARGETS["npu2"], tile_program_bytes=1024)
+    with pytest.raises(design.DesignError, match="program memory of npu2"):
+        design.memory_budget(80, HOST_BUILD_DIR / "mel_n80.o", tables.read_config(), small)
 
 
 def test_refuses_stack_over_core_stack(design, tmp_path):
@@ -64,7 +75,8 @@ def test_cli_prints_budget_json():
         [sys.executable, str(DESIGN_PY), "--config", "mel_n80_f30", "--budget",
          "--host-object", str(HOST_BUILD_DIR / "mel_n80.o")],
         capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout)["total"] <= 65536
+    budget = json.loads(result.stdout)
+    assert budget["target"] == "npu1" and budget["data_total"] <= budget["data_limit"]
 
 
 def test_make_without_toolchain_says_so():
