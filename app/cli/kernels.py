@@ -26,10 +26,10 @@ def synthetic_signals(frames: int, seed: int = 1234) -> dict[str, np.ndarray]:
     """Kernel inputs of ``frames`` frames each: the cases a fixed-point FFT gets wrong, every
     block at gain 0, and the same random samples with random block gains (in and beyond the
     range the kernel clamps to)."""
-    from npu.mel import host
+    from npu.mel import host, tables
 
     rng = np.random.default_rng(seed)
-    blocks = frames + 2
+    blocks = tables.input_blocks(frames)
     size = blocks * HOP_LENGTH
     n = np.arange(size)
     impulses = np.zeros(size, np.int16)

@@ -163,10 +163,11 @@ def kernel_call(samples: np.ndarray, n_frames: int, n_mels: int,
     and the start of f + 2; returns int32 [n_frames, n_mels]."""
     config = tables.read_config()
     hop, n_fft, words = config["HOP"], config["N_FFT"], tables.block_words(config)
-    needed = (n_frames + 2) * words
+    n_blocks = tables.input_blocks(n_frames)
+    needed = n_blocks * words
     if samples.dtype != np.int16 or samples.ndim != 1 or samples.size < needed:
         raise ValueError(f"need >= {needed} int16 values for {n_frames} frames")
-    blocks = samples[:needed].reshape(n_frames + 2, words)
+    blocks = samples[:needed].reshape(n_blocks, words)
     gains = np.clip(blocks[:, 0].astype(np.int64), config["HOST_MIN_GAIN_LOG2"],
                     config["HOST_MAX_GAIN_LOG2"])
     signal = blocks[:, 1:].reshape(-1)

@@ -129,7 +129,7 @@ def padded_signal(audio: np.ndarray, padding: int = 0) -> tuple[PaddedSignal, in
 def call_samples(n_frames: int) -> int:
     """int16 values one kernel call reads for ``n_frames`` frames: ``n_frames + 2`` blocks, each
     a gain exponent and HOP samples (``kernels/mel/mel_config.h``)."""
-    return (n_frames + 2) * (audio_spec.HOP_LENGTH + 1)
+    return tables.input_blocks(n_frames) * tables.block_words(tables.read_config())
 
 
 def kernel_input(samples: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -185,7 +185,7 @@ def quantise_call(signal: PaddedSignal, first_frame: int, out: np.ndarray,
     of HOP samples of the padded signal (zero past its end) after its own gain exponent
     (:func:`_quantise_blocks`). ``scratch`` (float32, the call's sample count) is reused if
     given. Non-finite audio is refused in the same pass."""
-    size = out.size // (audio_spec.HOP_LENGTH + 1) * audio_spec.HOP_LENGTH
+    size = out.size // tables.block_words(tables.read_config()) * _HOP
     if scratch is None or scratch.size != size:
         scratch = np.empty(size, np.float32)
     for offset, part in signal.window(first_frame * audio_spec.HOP_LENGTH, size):
@@ -244,7 +244,8 @@ class CallBuffers:
     @classmethod
     def for_frames(cls, frames_per_call: int) -> CallBuffers:
         samples = np.zeros(call_samples(frames_per_call), dtype=np.int16)
-        return cls(samples, np.zeros((frames_per_call + 2) * _HOP, dtype=np.float32))
+        return cls(samples, np.zeros(tables.input_blocks(frames_per_call) * _HOP,
+                                     dtype=np.float32))
 
 
 def log_mel(audio: np.ndarray, n_mels: int, padding: int, frames_per_call: int,

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from npu import audio_spec
 from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import host, tables
@@ -122,8 +121,8 @@ class NpuMelBackend(XrtBackend):
         out = self._execute(samples)
         count = min(PROBE_FRAMES, self.frames_per_call)
         for first in sorted({0, self.frames_per_call - count}):
-            expected = golden.kernel_call(samples[first * (audio_spec.HOP_LENGTH + 1):], count,
-                                          self.n_mels)
+            start = first * tables.block_words(tables.read_config())
+            expected = golden.kernel_call(samples[start:], count, self.n_mels)
             if not np.array_equal(out[first:first + count], expected):
                 raise MelBackendError(FallbackReason.BAD_OUTPUT,
                                       f"known-answer probe: frames {first}..{first + count - 1} "

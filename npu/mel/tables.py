@@ -117,9 +117,15 @@ def block_words(config: dict) -> int:
     return config["HOP"] + 1
 
 
+def input_blocks(n_frames: int) -> int:
+    """Input blocks ``n_frames`` frames read (a kernel call, a FIFO object): frame f reads
+    blocks f, f + 1 and the start of f + 2."""
+    return n_frames + 2
+
+
 def object_samples(config: dict) -> int:
-    """int16 values in one input FIFO object: the blocks its frames read (two beyond them)."""
-    return (config["FRAMES_PER_OBJECT"] + 2) * block_words(config)
+    """int16 values in one input FIFO object: the blocks its frames read."""
+    return input_blocks(config["FRAMES_PER_OBJECT"]) * block_words(config)
 
 
 def hann_window(config: dict) -> np.ndarray:
