@@ -188,7 +188,11 @@ class TieredOp:
     @property
     def backend_name(self) -> str:
         with self._state_lock:
-            return self._active.name if self._active is not None else NO_BACKEND
+            return self._active_name()
+
+    def _active_name(self) -> str:
+        """The active back-end's name (the caller holds the state lock)."""
+        return self._active.name if self._active is not None else NO_BACKEND
 
     @property
     def reason(self) -> str:
@@ -271,7 +275,7 @@ class TieredOp:
     def metrics(self) -> dict:
         with self._state_lock:
             return {
-                "backend": self._active.name if self._active is not None else NO_BACKEND,
+                "backend": self._active_name(),
                 "reason": self._reason,
                 "fallbacks": dict(self._fallbacks),
                 "backends": {name: m.as_dict() for name, m in self._metrics.items()},
