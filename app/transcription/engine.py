@@ -45,9 +45,9 @@ import ctranslate2  # must load before torch, see the module docstring
 import numpy as np
 import torch
 import whisperx
-from threadpoolctl import threadpool_limits
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
+from threadpoolctl import threadpool_limits
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 from whisperx.vads import Silero, Vad
 
