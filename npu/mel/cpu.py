@@ -38,7 +38,7 @@ from npu.config import check_n_mels, validate_audio
 from npu.mel.slaney import slaney_filters
 
 BLOCK_FRAMES = 128
-"""Frames per block: the windowed input, its spectrum and the power (~1 MB) stay in L2."""
+"""Frames per block: the windowed input, its spectrum and the power (~0.9 MB) stay in L2."""
 CHUNK_BLOCKS = 4
 """Blocks per unit of work a thread claims: small enough that a core slowed by other processes
 hands its share to the other, large enough that claiming costs nothing measurable."""
@@ -70,7 +70,7 @@ def _hann_window() -> np.ndarray:
 
 @functools.cache
 def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each filter's non-zero bins ``[starts[m], stops[m])`` and the filters in float64.
+    """Each filter's non-zero bins ``[starts[m], stops[m])`` and the (float32) filters.
 
     A Slaney triangle spans a few to ~15 of the 201 bins, so summing only over its band does
     ~2% of the dense product's work.
@@ -79,7 +79,7 @@ def _filter_bands(n_mels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nonzero = filters != 0
     starts = nonzero.argmax(axis=1)
     stops = N_FREQ_BINS - nonzero[:, ::-1].argmax(axis=1)
-    return starts.astype(np.int64), stops.astype(np.int64), filters.astype(np.float64)
+    return starts.astype(np.int64), stops.astype(np.int64), filters
 
 
 @numba.njit(nogil=True, cache=True)
@@ -113,21 +113,25 @@ def _window_frames(samples, total, first_frame, window, windowed):  # pragma: no
 
 
 @numba.njit(nogil=True, cache=True)
-def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # pragma: no cover
-    """``mel = maximum(filters @ |spectrum|^2, floor)``, one frame per column, summed in float64
-    and rounded to float32 (the type WhisperX takes the log of).
+def _mel_power(spectrum_t, starts, stops, filters, floor, power_t, acc, mel):  # pragma: no cover
+    """``mel = maximum(filters @ |spectrum|^2, floor)`` for a block whose spectrum is laid out
+    bin-major (``spectrum_t[k, n]``, as the FFT writes it), so every loop runs over frames,
+    contiguous, and vectorises.
 
-    The power is laid out bin-major so each filter's band is a few contiguous rows and the
-    inner loop runs over frames (vectorised).
+    The power is rounded to float32 and each filter summed in float32 over only its band, as
+    WhisperX's float32 filter product does: a relative error of a few 1e-7 in the mel energy,
+    ~3e-8 in the normalised output (the float64 FFT before it is what keeps us exact).
     """
-    n_frames = spectrum.shape[0]
-    for k in range(spectrum.shape[1]):
+    n_frames = spectrum_t.shape[1]
+    for k in range(spectrum_t.shape[0]):
+        bin_row = spectrum_t[k]
+        power_row = power_t[k]
         for n in range(n_frames):
-            re = spectrum[n, k].real
-            im = spectrum[n, k].imag
-            power_t[k, n] = re * re + im * im
+            re = bin_row[n].real
+            im = bin_row[n].imag
+            power_row[n] = np.float32(re * re + im * im)
     for m in range(starts.shape[0]):
-        acc[:] = 0.0
+        acc[:] = np.float32(0.0)
         for k in range(starts[m], stops[m]):
             weight = filters[m, k]
             power_row = power_t[k]
@@ -139,7 +143,7 @@ def _mel_power(spectrum, starts, stops, filters, floor, power_t, acc, mel):  # p
 
 @numba.njit(nogil=True, cache=True)
 def _mel_frames(samples, total, first_frame, window, starts, stops, filters, floor,
-                windowed, spectrum, power, acc, mel):  # pragma: no cover - compiled
+                windowed, spectrum_t, power_t, acc, mel):  # pragma: no cover - compiled
     """``mel[:, n] = maximum(filters @ |rfft(window * frame(first_frame + n))|^2, floor)`` in
     blocks of ``windowed.shape[0]`` frames, all without the GIL.
 
@@ -152,11 +156,11 @@ def _mel_frames(samples, total, first_frame, window, starts, stops, filters, flo
     for start in range(0, n_frames, block_frames):
         count = min(block_frames, n_frames - start)
         block = windowed[:count]
-        block_spectrum = spectrum[:count]
+        block_spectrum_t = spectrum_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
         _window_frames(samples, total, first_frame + start, window, block)
-        r2c(block, block_spectrum, FFT_AXES, True, 1.0, 1)
-        power_t = power[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-        _mel_power(block_spectrum, starts, stops, filters, floor, power_t, acc[:count],
+        r2c(block, block_spectrum_t.T, FFT_AXES, True, 1.0, 1)
+        block_power_t = power_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
+        _mel_power(block_spectrum_t, starts, stops, filters, floor, block_power_t, acc[:count],
                    mel[:, start : start + count])
 
 
@@ -174,9 +178,9 @@ class _BlockScratch:
 
     def __init__(self) -> None:
         self.windowed = np.empty((BLOCK_FRAMES, N_FFT), dtype=np.float64)
-        self.spectrum = np.empty((BLOCK_FRAMES, N_FREQ_BINS), dtype=np.complex128)
-        self.power = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float64)
-        self.acc = np.empty(BLOCK_FRAMES, dtype=np.float64)
+        self.spectrum_t = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.complex128)
+        self.power_t = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float32)
+        self.acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
 
 
 def _log_mel_frames(
@@ -190,7 +194,7 @@ def _log_mel_frames(
     """
     starts, stops, filters = _filter_bands(out.shape[0])
     _mel_frames(samples, total, first_frame, _hann_window(), starts, stops, filters, LOG_FLOOR,
-                scratch.windowed, scratch.spectrum, scratch.power, scratch.acc, out)
+                scratch.windowed, scratch.spectrum_t, scratch.power_t, scratch.acc, out)
     np.log10(out, out=out)
     return out.max()
 
