@@ -43,6 +43,10 @@ def register(commands, bench) -> None:
         "--audio", choices=("speech", "noise"), default="speech",
         help="tiled shared speech clips (noise if they are absent) or white noise",
     )
+    parser.add_argument(
+        "--every-file", action="store_true",
+        help="also the max abs errors on every shared speech file and on noise, one by one",
+    )
     parser.add_argument("--kernel-dir", type=Path, default=None,
                         help="NPU kernel artifacts directory (default kernels/build)")
     parser.add_argument(
@@ -272,6 +276,45 @@ def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> di
     }
 
 
+def exactness_report(n_mels: int, runtime) -> dict:
+    """The worst max abs error, over every shared speech file and 20 s of white noise (each whole,
+    unpadded), of ours, asrfront and WhisperX against one another and :func:`float64_log_mel`,
+    and how many files each of ours and asrfront keeps within 2e-5 of WhisperX."""
+    import asrfront.whisper
+    import torch
+    import whisperx.audio
+
+    from app.transcription.audio import decode_file
+
+    signals = {path.name: decode_file(path) for path in speech_files()}
+    signals["white noise"] = (np.random.default_rng(1).standard_normal(20 * SAMPLE_RATE)
+                              * 0.1).astype(np.float32)
+    worst: dict[str, tuple[float, str]] = {}
+    within = {"ours": 0, "asrfront": 0}
+    for name, audio in signals.items():
+        outputs = {
+            "ours": runtime.process_audio_to_features(audio),
+            "asrfront": asrfront.whisper.log_mel(audio, n_mels, pad_or_trim=False),
+            "whisperx": whisperx.audio.log_mel_spectrogram(torch.from_numpy(audio), n_mels).numpy(),
+            "exact": float64_log_mel(audio, n_mels),
+        }
+        for a, b in (("ours", "whisperx"), ("asrfront", "whisperx"), ("whisperx", "exact"),
+                     ("ours", "exact"), ("asrfront", "exact")):
+            error = float(np.abs(outputs[a] - outputs[b]).max())
+            if error > worst.get(f"{a}_vs_{b}", (-1.0, ""))[0]:
+                worst[f"{a}_vs_{b}"] = (error, name)
+            if b == "whisperx" and error <= 2e-5:
+                within[a] += 1
+    for key, (error, name) in worst.items():
+        print(f"worst max abs err {key:<22} {error:.2e} ({name})")
+    return {
+        "signals_checked": len(signals),
+        **{f"worst_err_{key}": error for key, (error, _) in worst.items()},
+        "signals_ours_within_2e-5_of_whisperx": within["ours"],
+        "signals_asrfront_within_2e-5_of_whisperx": within["asrfront"],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     audio, source = bench_audio(args.audio, args.seconds)
     seconds = audio.size / SAMPLE_RATE
@@ -294,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<32} {best[name] * 1e3:>10.1f} {seconds / best[name]:>11.0f} {errors[name]:>24.2e}")
         ours = next(name for name, is_ours, _ in entries if is_ours)
         asrfront = asrfront_report(audio, args.n_mels, args.repeats, runtime)
+        every_file = exactness_report(args.n_mels, runtime) if args.every_file else {}
         x_rt = {name: seconds / t for name, t in best.items()}
         print(json.dumps({
             "audio": source.split(" (")[0],
@@ -315,5 +359,6 @@ def run(args: argparse.Namespace) -> int:
                for name, _, _ in entries if name.startswith("amanuensis npu-")},
             **host_report,
             **asrfront,
+            **every_file,
         }))
     return 0

@@ -15,6 +15,7 @@ from app.cli import main
 from npu import runtime as runtime_module
 from npu.audio_spec import HOP_LENGTH
 from npu.config import FrontEndConfig
+from tests.speech import speech_files
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = "import sys; from app.cli import main; sys.exit(main())"
@@ -43,6 +44,18 @@ def test_bench_mel_prints_a_table_and_a_final_json_line(audio):
     assert report["speedup_vs_asrfront_long"] > 0
     assert report["max_abs_err_ours_vs_exact"] <= 1e-5  # float64 FFT: on the exact value
     assert report["max_abs_err_asrfront_vs_whisperx"] <= 1e-4
+
+
+def test_bench_mel_every_file_reports_the_worst_errors_of_each_front_end():
+    result = run_cli("bench", "mel", "--seconds", "3", "--repeats", "1", "--every-file")
+    assert result.returncode == 0, result.stderr
+    report = last_json(result.stdout)
+    assert report["signals_checked"] == len(speech_files()) + 1  # every file, and noise
+    assert report["worst_err_ours_vs_exact"] <= 1e-5  # float64 FFT: on the exact value
+    assert 0 < report["worst_err_whisperx_vs_exact"] <= 1e-4
+    assert report["worst_err_ours_vs_whisperx"] <= report["worst_err_whisperx_vs_exact"] + 1e-5
+    for front_end in ("ours", "asrfront"):
+        assert 0 <= report[f"signals_{front_end}_within_2e-5_of_whisperx"] <= report["signals_checked"]
 
 
 def test_doctor_reports_and_self_checks():
