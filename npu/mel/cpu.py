@@ -9,7 +9,8 @@ Speed comes from working on cache-sized blocks of frames windowed straight from 
 padded copy of the audio), from DUCC0's SIMD float64 FFT (through rocket-fft, callable from
 compiled code) writing into reused buffers, from a compiled kernel that squares the spectrum and
 sums each Slaney triangle over only the few bins it covers (~2% of the dense filter product), and
-from sharing chunks of frames between the calling thread and a persistent pool. Window, FFT and
+from sharing chunks of frames between the calling thread and a persistent pool. Frames that
+read only the padding zeros WhisperX appends to a chunk skip the FFT: their energy is the floor. Window, FFT and
 filters for a whole chunk run in one compiled call without the GIL, so the only Python per chunk
 is that call, the log and the peak, and the threads run on separate cores.
 """
@@ -151,17 +152,35 @@ def _mel_frames(samples, total, first_frame, window, starts, stops, filters, flo
     (normalised units) away from the exact value on loud speech, so a second float32 FFT with
     different rounding would add its own error on top; float64 keeps ours on the exact value.
     """
-    block_frames = windowed.shape[0]
     n_frames = mel.shape[1]
-    for start in range(0, n_frames, block_frames):
-        count = min(block_frames, n_frames - start)
-        block = windowed[:count]
-        block_spectrum_t = spectrum_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-        _window_frames(samples, total, first_frame + start, window, block)
-        r2c(block, block_spectrum_t.T, FFT_AXES, True, 1.0, 1)
-        block_power_t = power_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-        _mel_power(block_spectrum_t, starts, stops, filters, floor, block_power_t, acc[:count],
-                   mel[:, start : start + count])
+    silent_start, silent_stop = _padding_frames(samples.shape[0], total, first_frame, n_frames)
+    for start, stop in ((0, silent_start), (silent_stop, n_frames)):
+        for block_start in range(start, stop, windowed.shape[0]):
+            count = min(windowed.shape[0], stop - block_start)
+            block = windowed[:count]
+            block_spectrum_t = spectrum_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
+            _window_frames(samples, total, first_frame + block_start, window, block)
+            r2c(block, block_spectrum_t.T, FFT_AXES, True, 1.0, 1)
+            block_power_t = power_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
+            _mel_power(block_spectrum_t, starts, stops, filters, floor, block_power_t,
+                       acc[:count], mel[:, block_start : block_start + count])
+    mel[:, silent_start:silent_stop] = floor
+
+
+@numba.njit(nogil=True, cache=True)
+def _padding_frames(n_samples, total, first_frame, n_frames):  # pragma: no cover - compiled
+    """The frames ``[a, b)`` (of the ``n_frames`` from ``first_frame``) that read only the
+    padding zeros: their spectrum is exactly 0, so their mel energy is ``floor`` with no FFT.
+
+    WhisperX pads every chunk to 30 s, so a 10 s request is two-thirds padding. Frame ``f``
+    reads samples ``[160 f - 200, 160 f + 200)``: wholly padding from
+    ``ceil((n_samples + 200) / 160)`` while it ends within ``total``.
+    """
+    first_silent = -(-(n_samples + REFLECT_PAD) // HOP_LENGTH)
+    last_silent = (total + REFLECT_PAD - N_FFT) // HOP_LENGTH
+    a = min(max(first_silent - first_frame, 0), n_frames)
+    b = min(max(last_silent + 1 - first_frame, a), n_frames)
+    return a, b
 
 
 @numba.njit(nogil=True, cache=True)

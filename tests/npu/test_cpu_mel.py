@@ -158,3 +158,16 @@ def test_close_stops_the_pool_and_later_calls_fail():
     assert leftover == []
     with pytest.raises(RuntimeError, match="closed"):
         backend.log_mel(np.zeros(SAMPLE_RATE * 20, np.float32))
+
+
+@pytest.mark.parametrize("n_samples", [201, 399, 400, 401, 521, SAMPLE_RATE * 10 + 37, N_SAMPLES - 1])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_padding_frames_skipped_equal_the_padding_computed(n_samples, workers):
+    """Frames that read only padding zeros skip the FFT: bit for bit what the same zeros give
+    when they are passed as samples (where every frame goes through the FFT)."""
+    audio = (np.random.default_rng(n_samples).standard_normal(n_samples) * 0.1).astype(np.float32)
+    padding = N_SAMPLES - n_samples
+    explicit = np.concatenate([audio, np.zeros(padding, np.float32)])
+    with CpuMelBackend(workers=workers) as backend:
+        np.testing.assert_array_equal(backend.log_mel(audio, padding), backend.log_mel(explicit))
+    np.testing.assert_array_equal(log_mel_spectrogram(audio, 80, padding), log_mel_spectrogram(explicit))
