@@ -5,14 +5,20 @@ The computation is ``whisperx.audio.log_mel_spectrogram``: append ``padding`` ze
 dropped), power, Slaney mel filters, ``log10(max(mel, 1e-10))``, clamp at the chunk's maximum
 minus 8, then ``(x + 4) / 4``.
 
-Speed comes from working on cache-sized blocks of frames windowed straight from the samples (no
-padded copy of the audio), from DUCC0's SIMD float64 FFT (through rocket-fft, callable from
-compiled code) writing into reused buffers, from a compiled kernel that squares the spectrum and
-sums each Slaney triangle over only the few bins it covers (~2% of the dense filter product), and
-from sharing chunks of frames between the calling thread and a persistent pool. Frames that
-read only the padding zeros WhisperX appends to a chunk skip the FFT: their energy is the floor. Window, FFT and
-filters for a whole chunk run in one compiled call without the GIL, so the only Python per chunk
-is that call, the log and the peak, and the threads run on separate cores.
+Speed comes from working on cache-sized blocks of frames read straight from the samples (no
+padded copy of the audio, no windowed copy of each frame), from DUCC0's SIMD float64 FFT
+(through rocket-fft, callable from compiled code) writing into reused buffers, from a compiled
+kernel that windows, squares and sums each Slaney triangle over only the few bins it covers (~2%
+of the dense filter product), and from sharing chunks of frames between the calling thread and a
+persistent pool. Frames that read only the padding zeros WhisperX appends to a chunk skip the
+FFT: their energy is the floor. FFT and filters for a whole chunk run in one compiled call
+without the GIL, so the only Python per chunk is that call, the log and the peak, and the threads
+run on separate cores.
+
+The window is applied after the FFT: the periodic Hann window is ``0.5 - 0.5 cos(2 pi j / 400)``,
+three Fourier terms, so the windowed spectrum is ``0.5 X[k] - 0.25 (X[k-1] + X[k+1])`` of the
+plain frame's, in float64. With the float64 FFT that keeps ours within ~2e-7 of the exact maths;
+what remains against WhisperX (up to ~3e-5 on loud speech) is WhisperX's own float32 STFT.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from npu.config import check_n_mels, validate_audio
 from npu.mel.slaney import slaney_filters
 
 BLOCK_FRAMES = 128
-"""Frames per block: the windowed input, its spectrum and the power (~0.9 MB) stay in L2."""
+"""Frames per block: its samples, spectrum and power (~0.5 MB) stay in L2."""
 CHUNK_BLOCKS = 4
 """Blocks per unit of work a thread claims: small enough that a core slowed by other processes
 hands its share to the other, large enough that claiming costs nothing measurable."""
@@ -59,14 +65,6 @@ def mel_filters(n_mels: int) -> np.ndarray:
     filters = slaney_filters(n_mels).astype(np.float32)
     filters.flags.writeable = False
     return filters
-
-
-@functools.lru_cache(maxsize=1)
-def _hann_window() -> np.ndarray:
-    """Periodic Hann window of ``N_FFT`` samples (``torch.hann_window(400)``)."""
-    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-    window.flags.writeable = False
-    return window
 
 
 @functools.cache
@@ -95,41 +93,47 @@ def _padded_sample(samples, total, i):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _window_frames(samples, total, first_frame, window, windowed):  # pragma: no cover
-    """``windowed[n] = window * frame(first_frame + n)``, the product rounded to float32 as
-    torch does, read straight from ``samples``: no padded copy of the audio is made."""
-    n_samples = samples.shape[0]
-    for n in range(windowed.shape[0]):
-        base = (first_frame + n) * HOP_LENGTH - REFLECT_PAD
-        row = windowed[n]
-        if base >= 0 and base + N_FFT <= n_samples:
-            frame = samples[base : base + N_FFT]  # a view: indexing it from 0 vectorises
-            for j in range(N_FFT):
-                row[j] = frame[j] * window[j]
-        elif base >= n_samples and base + N_FFT <= total:
-            row[:] = 0.0
-        else:
-            for j in range(N_FFT):
-                row[j] = _padded_sample(samples, total, base + j) * window[j]
+def _block_samples(samples, total, first_frame, count, buffer):  # pragma: no cover - compiled
+    """The samples frames ``first_frame ...`` (``count`` of them) read, in float64: the
+    ``160 (count - 1) + 400`` from ``160 first_frame - 200`` of the padded signal, copied into
+    the start of ``buffer`` (only a block at either end of the audio needs the padding rules)."""
+    start = first_frame * HOP_LENGTH - REFLECT_PAD
+    block = buffer[: HOP_LENGTH * (count - 1) + N_FFT]
+    if start >= 0 and start + block.shape[0] <= samples.shape[0]:
+        source = samples[start : start + block.shape[0]]  # a view: indexing it from 0 vectorises
+        for i in range(block.shape[0]):
+            block[i] = source[i]
+    else:
+        for i in range(block.shape[0]):
+            block[i] = _padded_sample(samples, total, start + i)
+    return block
 
 
 @numba.njit(nogil=True, cache=True)
 def _mel_power(spectrum_t, starts, stops, filters, floor, power_t, acc, mel):  # pragma: no cover
-    """``mel = maximum(filters @ |spectrum|^2, floor)`` for a block whose spectrum is laid out
-    bin-major (``spectrum_t[k, n]``, as the FFT writes it), so every loop runs over frames,
-    contiguous, and vectorises.
+    """``mel = maximum(filters @ |hann(spectrum)|^2, floor)`` for a block of unwindowed frames'
+    spectra laid out bin-major (``spectrum_t[k, n]``, as the FFT writes it), so every loop runs
+    over frames, contiguous, and vectorises.
 
-    The power is rounded to float32 and each filter summed in float32 over only its band, as
-    WhisperX's float32 filter product does: a relative error of a few 1e-7 in the mel energy,
-    ~3e-8 in the normalised output (the float64 FFT before it is what keeps us exact).
+    The window: ``0.5 X[k] - 0.25 (X[k-1] + X[k+1])``, with ``X[-1] = conj(X[1])`` and
+    ``X[201] = conj(X[199])`` (a real frame's spectrum is conjugate-symmetric). The power is
+    rounded to float32 and each filter summed in float32 over only its band, as WhisperX's
+    float32 filter product does: a relative error of a few 1e-7 in the mel energy, ~3e-8 in the
+    normalised output.
     """
     n_frames = spectrum_t.shape[1]
-    for k in range(spectrum_t.shape[0]):
-        bin_row = spectrum_t[k]
+    last = spectrum_t.shape[0] - 1
+    for k in range(last + 1):
+        here = spectrum_t[k]
+        below = spectrum_t[abs(k - 1)]
+        above = spectrum_t[k + 1 if k < last else k - 1]
+        below_sign = -1.0 if k == 0 else 1.0
+        above_sign = -1.0 if k == last else 1.0
         power_row = power_t[k]
         for n in range(n_frames):
-            re = bin_row[n].real
-            im = bin_row[n].imag
+            re = 0.5 * here[n].real - 0.25 * (below[n].real + above[n].real)
+            im = 0.5 * here[n].imag - 0.25 * (below_sign * below[n].imag
+                                              + above_sign * above[n].imag)
             power_row[n] = np.float32(re * re + im * im)
     for m in range(starts.shape[0]):
         acc[:] = np.float32(0.0)
@@ -143,24 +147,25 @@ def _mel_power(spectrum_t, starts, stops, filters, floor, power_t, acc, mel):  #
 
 
 @numba.njit(nogil=True, cache=True)
-def _mel_frames(samples, total, first_frame, window, starts, stops, filters, floor,
-                windowed, spectrum_t, power_t, acc, mel):  # pragma: no cover - compiled
-    """``mel[:, n] = maximum(filters @ |rfft(window * frame(first_frame + n))|^2, floor)`` in
-    blocks of ``windowed.shape[0]`` frames, all without the GIL.
+def _mel_frames(samples, total, first_frame, starts, stops, filters, floor,
+                block_buffer, spectrum_t, power_t, acc, mel):  # pragma: no cover - compiled
+    """``mel[:, n] = maximum(filters @ |rfft(hann * frame(first_frame + n))|^2, floor)`` in
+    blocks of ``acc.shape[0]`` frames, all without the GIL.
 
-    The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~4e-5
+    The FFT runs in float64: WhisperX's own float32 FFT (MKL, through torch) is up to ~3e-5
     (normalised units) away from the exact value on loud speech, so a second float32 FFT with
     different rounding would add its own error on top; float64 keeps ours on the exact value.
+    It reads each frame in place from the block's samples (overlapping rows of one buffer).
     """
     n_frames = mel.shape[1]
     silent_start, silent_stop = _padding_frames(samples.shape[0], total, first_frame, n_frames)
     for start, stop in ((0, silent_start), (silent_stop, n_frames)):
-        for block_start in range(start, stop, windowed.shape[0]):
-            count = min(windowed.shape[0], stop - block_start)
-            block = windowed[:count]
+        for block_start in range(start, stop, acc.shape[0]):
+            count = min(acc.shape[0], stop - block_start)
+            block = _block_samples(samples, total, first_frame + block_start, count, block_buffer)
+            frames = np.lib.stride_tricks.sliding_window_view(block, N_FFT)[::HOP_LENGTH]
             block_spectrum_t = spectrum_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
-            _window_frames(samples, total, first_frame + block_start, window, block)
-            r2c(block, block_spectrum_t.T, FFT_AXES, True, 1.0, 1)
+            r2c(frames, block_spectrum_t.T, FFT_AXES, True, 1.0, 1)
             block_power_t = power_t[: N_FREQ_BINS * count].reshape(N_FREQ_BINS, count)
             _mel_power(block_spectrum_t, starts, stops, filters, floor, block_power_t,
                        acc[:count], mel[:, block_start : block_start + count])
@@ -196,7 +201,7 @@ class _BlockScratch:
     """One thread's buffers for a block of frames (reused across its blocks and chunks)."""
 
     def __init__(self) -> None:
-        self.windowed = np.empty((BLOCK_FRAMES, N_FFT), dtype=np.float64)
+        self.samples = np.empty(HOP_LENGTH * (BLOCK_FRAMES - 1) + N_FFT, dtype=np.float64)
         self.spectrum_t = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.complex128)
         self.power_t = np.empty(N_FREQ_BINS * BLOCK_FRAMES, dtype=np.float32)
         self.acc = np.empty(BLOCK_FRAMES, dtype=np.float32)
@@ -212,8 +217,8 @@ def _log_mel_frames(
     (NaN if any value is NaN). The log is NumPy's SIMD float32 log10, in place.
     """
     starts, stops, filters = _filter_bands(out.shape[0])
-    _mel_frames(samples, total, first_frame, _hann_window(), starts, stops, filters, LOG_FLOOR,
-                scratch.windowed, scratch.spectrum_t, scratch.power_t, scratch.acc, out)
+    _mel_frames(samples, total, first_frame, starts, stops, filters, LOG_FLOOR, scratch.samples,
+                scratch.spectrum_t, scratch.power_t, scratch.acc, out)
     np.log10(out, out=out)
     return out.max()
 
