@@ -18,7 +18,8 @@ BATCH_SIZE = 4
 
 class ShiftedRuntime:
     """A runtime whose features are the real runtime's plus a constant, remembering each
-    output, so a test can tell the runtime's features from any that WhisperX computes itself."""
+    chunk's output, so a test can tell the runtime's features from any that WhisperX computes
+    itself."""
 
     def __init__(self, runtime, shift: float) -> None:
         self._runtime = runtime
@@ -26,10 +27,11 @@ class ShiftedRuntime:
         self.n_mels = runtime.n_mels
         self.outputs: list[np.ndarray] = []
 
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
-        features, backend = self._runtime.log_mel(audio, padding)
-        self.outputs.append(features + self._shift)
-        return MelFeatures(self.outputs[-1], backend)
+    def log_mel_batch(self, chunks: list[np.ndarray], paddings: list[int]) -> MelFeatures:
+        features, backend = self._runtime.log_mel_batch(chunks, paddings)
+        shifted = features + self._shift
+        self.outputs.extend(shifted)
+        return MelFeatures(shifted, backend)
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +167,8 @@ class NamedTierRuntime(ShiftedRuntime):
         super().__init__(runtime, shift=0.0)
         self.name = name
 
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
-        return MelFeatures(super().log_mel(audio, padding).features, self.name)
+    def log_mel_batch(self, chunks: list[np.ndarray], paddings: list[int]) -> MelFeatures:
+        return MelFeatures(super().log_mel_batch(chunks, paddings).features, self.name)
 
 
 def test_a_transcription_names_the_back_end_that_computed_its_features(settings, runtime):

@@ -14,6 +14,7 @@ import pytest
 from app.cli import main
 from npu import runtime as runtime_module
 from npu.audio_spec import HOP_LENGTH
+from npu.backend import MelBackend
 from npu.config import FrontEndConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_doctor_reports_and_self_checks():
         assert report["mel_backend"] == "cpu" and report["accel_devices"] == []
 
 
-class WrongButPlausibleNpu:
+class WrongButPlausibleNpu(MelBackend):
     """A fake NPU tier whose features are finite and non-zero but wrong: only the self-check catches it."""
 
     name = "npu-batch"

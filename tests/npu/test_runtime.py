@@ -15,7 +15,7 @@ import pytest
 
 from npu import UnifiedNPURuntime
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
-from npu.backend import FallbackReason, MelBackendError
+from npu.backend import FallbackReason, MelBackend, MelBackendError
 from npu.config import FrontEndConfig
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import log_mel_spectrogram
@@ -29,7 +29,7 @@ OPEN_REASONS = [
 ]
 
 
-class FakeNpuBackend:
+class FakeNpuBackend(MelBackend):
     """A stand-in NPU back-end. ``mode``: 'ok' (CPU maths + a marker offset so tests can tell
     who answered), 'run_failed', 'zeros', 'nan', 'crash' (a non-MelBackendError exception)."""
 
