@@ -205,6 +205,8 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         return features
 
     def preprocess(self, audio):
+        """One chunk's features, for transformers' single-input path and WhisperX's own
+        iterator (``transcribe`` batches in :meth:`get_iterator` instead)."""
         return {"inputs": torch.from_numpy(self.features(audio["inputs"]))}
 
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
@@ -362,7 +364,8 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done.
-        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`.
+        Once ``should_stop()`` is true the work ends before the next decode batch (of
+        ``batch_size`` chunks) with :class:`WorkStopped`.
 
         ``on_text`` gets each VAD chunk's text, in order, as soon as that chunk is decoded (on
         this thread; with ``batch_size=1`` every chunk is its own decode).
