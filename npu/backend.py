@@ -88,7 +88,8 @@ class MelBackend(Protocol):
                 features.append(self.log_mel(chunk, padding))
         shapes = sorted({np.shape(chunk_features) for chunk_features in features})
         if len(shapes) != 1:
-            raise BackendError(FallbackReason.BAD_OUTPUT, f"the chunks came back in shapes {shapes}")
+            raise BackendError(FallbackReason.BAD_OUTPUT,
+                               f"the chunks came back in shapes {shapes}")
         return np.stack(features)
 
     def close(self) -> None:

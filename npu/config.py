@@ -132,7 +132,8 @@ def naming_chunk(index: int, count: int) -> Iterator[None]:
         raise ValueError(f"chunk {index} of {count}: {error}") from error
 
 
-def validate_chunks(chunks: Sequence[np.ndarray], paddings: Sequence[int]) -> tuple[list[np.ndarray], int]:
+def validate_chunks(chunks: Sequence[np.ndarray],
+                    paddings: Sequence[int]) -> tuple[list[np.ndarray], int]:
     """:func:`validate_audio` of each chunk with its padding, and the frame count they share.
 
     A batch is one ``[B, n_mels, n_frames]`` array, so its chunks must give the same number of

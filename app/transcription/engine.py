@@ -221,8 +221,9 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         worker processes, 0 in WhisperX's ``transcribe``) and ``preprocess_params`` (none) have
         nothing to drive here."""
         batch_size = max(1, batch_size)
-        batches = ({"inputs": torch.from_numpy(self.batch_features([item["inputs"] for item in batch]))}
-                   for batch in _batches(inputs, batch_size))
+        batches = (
+            {"inputs": torch.from_numpy(self.batch_features([item["inputs"] for item in batch]))}
+            for batch in _batches(inputs, batch_size))
         model_iterator = PipelineIterator(batches, self.forward, forward_params,
                                           loader_batch_size=batch_size)
         return PipelineIterator(model_iterator, self.postprocess, postprocess_params)

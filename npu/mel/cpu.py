@@ -281,8 +281,9 @@ class CpuMelBackend(MelBackend):
             with naming_chunk(chunk, len(samples)):
                 chunk_peaks = peaks[chunk * len(frame_ranges):(chunk + 1) * len(frame_ranges)]
                 floors.append(_clamp_floor(np.max(chunk_peaks)))
+        row_ranges = _ranges(self.n_mels, CLAMP_ROWS)
         self._share(
-            [(chunk, m, n) for chunk in range(len(samples)) for m, n in _ranges(self.n_mels, CLAMP_ROWS)],
+            [(chunk, m, n) for chunk in range(len(samples)) for m, n in row_ranges],
             lambda _, chunk, m, n: _clamp_and_scale_rows(out[chunk, m:n], floors[chunk]),
             lambda: None,
         )

@@ -334,7 +334,8 @@ def test_gelu_and_attention_are_served():
 def engine_like_batch() -> tuple[list[np.ndarray], list[int]]:
     """Three chunks as the engine passes them: different lengths, each padded to 30 s."""
     lengths = [N_SAMPLES, SAMPLE_RATE * 4 + 9, SAMPLE_RATE]
-    chunks = [(np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32) for n in lengths]
+    chunks = [(np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32)
+              for n in lengths]
     return chunks, [N_SAMPLES - n for n in lengths]
 
 
@@ -364,9 +365,8 @@ def test_a_batch_on_an_npu_tier_is_one_runtime_call_of_each_chunks_features():
         assert fallbacks(rt) == {}
 
 
-@pytest.mark.parametrize(
-    "mode, reason", [("run_failed", "run_failed"), ("crash", "run_failed"), ("zeros", "bad_output"), ("nan", "bad_output")]
-)
+@pytest.mark.parametrize("mode, reason", [("run_failed", "run_failed"), ("crash", "run_failed"),
+                                          ("zeros", "bad_output"), ("nan", "bad_output")])
 @pytest.mark.parametrize("failing_chunk", [0, 1], ids=["first-chunk", "second-chunk"])
 def test_a_batch_failing_on_a_tier_is_served_whole_by_the_next(mode, reason, failing_chunk):
     chunks, paddings = engine_like_batch()
