@@ -5,17 +5,19 @@ The runtime owns, per op, an ordered list of back-end factories (mel: ``npu-batc
 ``npu-frame`` -> ``cpu``; GELU and attention: ``npu`` -> ``cpu``). A factory either returns an
 open back-end or raises :class:`BackendError` naming why it cannot; a back-end raises the same
 error from its call when the call fails. The runtime never asks which concrete class it holds.
+Back-ends subclass :class:`MelBackend` explicitly to inherit its default
+:meth:`~MelBackend.log_mel_batch`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Protocol
 
 import numpy as np
 
-from npu.config import FrontEndConfig
+from npu.config import FrontEndConfig, naming_chunk
 
 NPU_BATCH = "npu-batch"
 """The NPU kernel at a whole 30 s chunk (or the configured batch) per call."""
@@ -70,6 +72,25 @@ class MelBackend(Protocol):
         passes that to the caller instead of falling back.
         """
         ...
+
+    def log_mel_batch(self, chunks: Sequence[np.ndarray], paddings: Sequence[int]) -> np.ndarray:
+        """Float32 ``[len(chunks), n_mels, n_frames]``: chunk ``i`` is ``log_mel(chunks[i],
+        paddings[i])`` (each normalised by its own maximum). The runtime passes chunks that give
+        the same frame count (:func:`npu.config.validate_chunks`); errors as :meth:`log_mel`,
+        a ``ValueError`` naming the chunk.
+
+        This default runs :meth:`log_mel` once per chunk (the NPU back-ends: one chunk is one
+        kernel call anyway); a back-end that can share a batch's work overrides it.
+        """
+        features = []
+        for index, (chunk, padding) in enumerate(zip(chunks, paddings)):
+            with naming_chunk(index, len(chunks)):
+                features.append(self.log_mel(chunk, padding))
+        shapes = sorted({np.shape(chunk_features) for chunk_features in features})
+        if len(shapes) != 1:
+            raise BackendError(FallbackReason.BAD_OUTPUT,
+                               f"the chunks came back in shapes {shapes}")
+        return np.stack(features)
 
     def close(self) -> None:
         """Release the device, buffers and threads; idempotent."""

@@ -8,13 +8,15 @@ The checks every back-end shares (mel band count, audio shape and padding) live 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from npu.audio_spec import N_FRAMES, REFLECT_PAD, SUPPORTED_N_MELS
+from npu.audio_spec import HOP_LENGTH, N_FRAMES, N_SAMPLES, REFLECT_PAD, SUPPORTED_N_MELS
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 
 DEFAULT_DEVICE_DIR = Path("/dev/accel")
@@ -116,3 +118,42 @@ def validate_audio(audio: np.ndarray, padding: int) -> np.ndarray:
             f"Whisper applies, got {samples.size} + {padding}"
         )
     return samples.astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def naming_chunk(index: int, count: int) -> Iterator[None]:
+    """A ``ValueError`` raised inside names chunk ``index`` when it is one of several, so the
+    caller of a batch learns which chunk was bad."""
+    try:
+        yield
+    except ValueError as error:
+        if count == 1:
+            raise
+        raise ValueError(f"chunk {index} of {count}: {error}") from error
+
+
+def validate_chunks(chunks: Sequence[np.ndarray],
+                    paddings: Sequence[int]) -> tuple[list[np.ndarray], int]:
+    """:func:`validate_audio` of each chunk with its padding, and the frame count they share.
+
+    A batch is one ``[B, n_mels, n_frames]`` array, so its chunks must give the same number of
+    frames (the engine pads each to 30 s); a ``ValueError`` names the bad chunk."""
+    if len(chunks) != len(paddings):
+        raise ValueError(f"{len(chunks)} chunks but {len(paddings)} paddings")
+    if not len(chunks):
+        raise ValueError("a batch needs at least one chunk")
+    samples = []
+    for index, (chunk, padding) in enumerate(zip(chunks, paddings)):
+        with naming_chunk(index, len(chunks)):
+            samples.append(validate_audio(chunk, padding))
+    frames = [(s.size + int(p)) // HOP_LENGTH for s, p in zip(samples, paddings)]
+    if len(set(frames)) != 1:
+        raise ValueError(f"the chunks of a batch must give the same number of frames, got {frames}")
+    return samples, frames[0]
+
+
+def whisper_windows(chunks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+    """Each chunk as WhisperX's pipeline feeds it to the model: cut to 30 s, float32 and
+    contiguous, with the padding that fills it to 30 s (``N_SAMPLES``)."""
+    windows = [np.ascontiguousarray(chunk[:N_SAMPLES], dtype=np.float32) for chunk in chunks]
+    return windows, [N_SAMPLES - window.shape[0] for window in windows]

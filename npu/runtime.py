@@ -22,7 +22,7 @@ from typing import NamedTuple, Self
 
 import numpy as np
 
-from npu.audio_spec import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from npu.audio_spec import N_FRAMES, SAMPLE_RATE
 from npu.backend import (
     NPU,
     NPU_BATCH,
@@ -37,7 +37,7 @@ from npu.config import (
     DEFAULT_DEVICE_DIR,
     DEFAULT_NPU_RETRY_SECONDS,
     FrontEndConfig,
-    validate_audio,
+    validate_chunks,
 )
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import CpuMelBackend
@@ -83,7 +83,8 @@ def default_op_factories() -> dict[str, list[tuple[str, Callable]]]:
 
 
 class MelFeatures(NamedTuple):
-    """Features and the back-end that computed them (requests are labelled by it)."""
+    """Features (``[n_mels, n_frames]`` from ``log_mel``, ``[chunks, n_mels, n_frames]`` from
+    ``log_mel_batch``) and the back-end that computed them (requests are labelled by it)."""
 
     features: np.ndarray
     backend: str
@@ -216,13 +217,22 @@ class UnifiedNPURuntime:
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
         """:meth:`process_audio_to_features` and the name of the back-end that served the call."""
-        samples = validate_audio(audio, padding)
-        n_frames = (samples.size + padding) // HOP_LENGTH
+        features, name = self.log_mel_batch([audio], [padding])
+        return MelFeatures(features[0], name)
+
+    def log_mel_batch(self, chunks: Sequence[np.ndarray], paddings: Sequence[int]) -> MelFeatures:
+        """Float32 ``[len(chunks), n_mels, n_frames]``, chunk ``i`` exactly :meth:`log_mel` of
+        ``chunks[i]`` with ``paddings[i]``, in one back-end call (counted as one call, with every
+        chunk's frames and audio seconds). The chunks must give the same number of frames (the
+        engine pads each to 30 s); bad audio is a ``ValueError`` naming the chunk."""
+        samples, n_frames = validate_chunks(chunks, paddings)
+        shape = (len(samples), self.n_mels, n_frames)
         features, name = self._mel.call(
-            lambda backend: backend.log_mel(samples, padding),
-            check=lambda features: _check_features(features, self.n_mels, n_frames),
-            amounts=lambda features: {"frames": features.shape[1],
-                                      "audio_seconds": samples.size / SAMPLE_RATE})
+            lambda backend: backend.log_mel_batch(samples, paddings),
+            check=lambda features: _check_features(features, shape),
+            amounts=lambda features: {
+                "frames": len(samples) * n_frames,
+                "audio_seconds": sum(chunk.size for chunk in samples) / SAMPLE_RATE})
         return MelFeatures(features, name)
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
@@ -294,18 +304,21 @@ class UnifiedNPURuntime:
         self.close()
 
 
-def _check_features(features: np.ndarray, n_mels: int, n_frames: int) -> None:
-    """Reject what a back-end must never return: wrong shape, non-finite or all-zero output."""
-    if not isinstance(features, np.ndarray) or features.shape != (n_mels, n_frames):
-        shape = getattr(features, "shape", type(features).__name__)
-        raise BackendError(FallbackReason.BAD_OUTPUT, f"shape {shape}, expected {(n_mels, n_frames)}")
+def _check_features(features: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """Reject what a back-end must never return for a batch of ``shape`` ``(chunks, n_mels,
+    n_frames)``: wrong shape or type, non-finite values, or a chunk of all zeros."""
+    if not isinstance(features, np.ndarray) or features.shape != shape:
+        got = getattr(features, "shape", type(features).__name__)
+        raise BackendError(FallbackReason.BAD_OUTPUT, f"shape {got}, expected {shape}")
     if features.dtype != np.float32:
         raise MelBackendError(FallbackReason.BAD_OUTPUT, f"dtype {features.dtype}, expected float32")
-    lowest, highest = features.min(), features.max()  # NaN propagates through both
-    if not (np.isfinite(lowest) and np.isfinite(highest)):
+    rows = features.reshape(shape[0], -1)
+    lowest, highest = rows.min(axis=1), rows.max(axis=1)  # NaN propagates through both
+    if not (np.isfinite(lowest).all() and np.isfinite(highest).all()):
         raise MelBackendError(FallbackReason.BAD_OUTPUT, "non-finite values")
-    if lowest == 0 and highest == 0:
-        raise MelBackendError(FallbackReason.BAD_OUTPUT, "all zeros")
+    zero = np.flatnonzero((lowest == 0) & (highest == 0))
+    if zero.size:
+        raise MelBackendError(FallbackReason.BAD_OUTPUT, f"all zeros (chunk {zero[0]})")
 
 
 def _check_op_output(out: np.ndarray, shape: tuple, op: str) -> None:

@@ -1,10 +1,10 @@
 """WhisperX with the runtime's log-mel front-end: the one transcription engine of the service.
 
-:class:`RuntimeFeaturePipeline` is WhisperX's ``FasterWhisperPipeline`` with two methods
-replaced: the per-chunk feature extraction (``preprocess``) and language detection both call
-``runtime.process_audio_to_features`` instead of ``whisperx.audio.log_mel_spectrogram``.
-Everything else (VAD, chunk merging, batching, decoding) is WhisperX's own code, so transcripts
-equal stock WhisperX's whenever the features do.
+:class:`RuntimeFeaturePipeline` is WhisperX's ``FasterWhisperPipeline`` with its feature
+extraction replaced: each decode batch's chunks get their features in one
+``runtime.log_mel_batch`` call (``get_iterator``), and language detection calls the runtime too,
+instead of ``whisperx.audio.log_mel_spectrogram`` per chunk. Everything else (VAD, chunk merging,
+decoding) is WhisperX's own code, so transcripts equal stock WhisperX's whenever the features do.
 
 :class:`ScoredWhisperModel` keeps WhisperX's batched decoding and also hands back, per chunk, the
 generated token ids and CTranslate2's no-speech probability, which OpenAI's ``verbose_json``
@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import logging
 import threading
 import time
@@ -48,6 +49,7 @@ import whisperx
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
 from threadpoolctl import threadpool_limits
+from transformers.pipelines.pt_utils import PipelineIterator
 from whisperx.asr import FasterWhisperPipeline, WhisperModel
 from whisperx.vads import Silero, Vad
 
@@ -58,6 +60,7 @@ from app.transcription.cross_attention import cross_attention_words
 from app.transcription.result import Transcription, model_dir
 from app.transcription.vad import bundled_vad
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
+from npu.config import whisper_windows
 
 logger = logging.getLogger(__name__)
 
@@ -183,23 +186,47 @@ class RuntimeFeaturePipeline(FasterWhisperPipeline):
         return self.model.feat_kwargs.get("feature_size") or 80
 
     def features(self, audio: np.ndarray) -> np.ndarray:
-        """Log-mel features of one chunk padded (or cut) to 30 s, as WhisperX computes them.
+        """:meth:`batch_features` of one chunk: ``[n_mels, 3000]``."""
+        return self.batch_features([audio])[0]
+
+    def batch_features(self, chunks: list[np.ndarray]) -> np.ndarray:
+        """Log-mel features ``[len(chunks), n_mels, 3000]`` of chunks each padded (or cut) to
+        30 s as WhisperX computes them, in one runtime call.
 
         Raises :class:`WorkStopped` instead once ``should_stop()`` says the request is given up:
-        every chunk passes here before it is decoded, so abandoned work ends within a chunk."""
+        every batch passes here before it is decoded, so abandoned work ends within a batch."""
         if self.should_stop is not None and self.should_stop():
             raise WorkStopped("transcription stopped: the request no longer waits for it")
-        audio = audio[:N_SAMPLES]
+        windows, paddings = whisper_windows(chunks)
         started = time.perf_counter()
-        features, backend = self.runtime.log_mel(
-            np.ascontiguousarray(audio, dtype=np.float32), padding=N_SAMPLES - audio.shape[0]
-        )
+        features, backend = self.runtime.log_mel_batch(windows, paddings)
         self.mel_seconds += time.perf_counter() - started
-        self.mel_backends.append(backend)
+        self.mel_backends.extend([backend] * len(windows))
         return features
 
     def preprocess(self, audio):
+        """One chunk's features, for transformers' single-input path and WhisperX's own
+        iterator (``transcribe`` batches in :meth:`get_iterator` instead)."""
         return {"inputs": torch.from_numpy(self.features(audio["inputs"]))}
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params,
+                     postprocess_params):
+        """WhisperX's iterator with each batch's features from one :meth:`batch_features` call.
+
+        WhisperX's own (``FasterWhisperPipeline.get_iterator``) preprocesses chunk by chunk and
+        lets a DataLoader stack ``batch_size`` of them; here the ``batch_size`` VAD chunks of a
+        batch go to the runtime together, so its back-end shares one batch's work over the
+        cores at once. Decoding (``forward``, unrolled per chunk by transformers'
+        ``PipelineIterator``) and ``postprocess`` are unchanged; ``num_workers`` (DataLoader
+        worker processes, 0 in WhisperX's ``transcribe``) and ``preprocess_params`` (none) have
+        nothing to drive here."""
+        batch_size = max(1, batch_size)
+        batches = (
+            {"inputs": torch.from_numpy(self.batch_features([item["inputs"] for item in batch]))}
+            for batch in _batches(inputs, batch_size))
+        model_iterator = PipelineIterator(batches, self.forward, forward_params,
+                                          loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     def detect_language(self, audio: np.ndarray) -> str:
         encoder_output = self.model.encode(self.features(audio))
@@ -338,7 +365,8 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcription:
         """Transcribe 16 kHz mono ``audio``; ``progress`` gets the percentage of chunks done.
-        Once ``should_stop()`` is true the work ends at the next chunk with :class:`WorkStopped`.
+        Once ``should_stop()`` is true the work ends before the next decode batch (of
+        ``batch_size`` chunks) with :class:`WorkStopped`.
 
         ``on_text`` gets each VAD chunk's text, in order, as soon as that chunk is decoded (on
         this thread; with ``batch_size=1`` every chunk is its own decode).
@@ -466,6 +494,14 @@ def _require_sentence_splitter(language: str) -> None:
             f"NLTK_DATA at a directory holding it.",
             param="timestamp_granularities",
         ) from error
+
+
+def _batches(items, size: int):
+    """Lists of ``size`` consecutive items (the last one shorter), as ``itertools.batched``
+    (Python 3.12)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _most_used(backends: list[str]) -> str | None:

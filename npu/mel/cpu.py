@@ -27,6 +27,7 @@ import concurrent.futures
 import functools
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -41,7 +42,8 @@ from npu.audio_spec import (
     N_FREQ_BINS,
     REFLECT_PAD,
 )
-from npu.config import check_n_mels, validate_audio
+from npu.backend import MelBackend
+from npu.config import check_n_mels, naming_chunk, validate_audio, validate_chunks
 from npu.mel.slaney import slaney_filters
 
 BLOCK_FRAMES = 128
@@ -50,6 +52,9 @@ CHUNK_BLOCKS = 4
 """Blocks per unit of work a thread claims: small enough that a core slowed by other processes
 hands its share to the other, large enough that claiming costs nothing measurable."""
 CHUNK_FRAMES = BLOCK_FRAMES * CHUNK_BLOCKS
+CLAMP_ROWS = 16
+"""Mel rows per unit of the clamp: a 30 s chunk's 80 rows are five units (~190 kB each), so a
+batch's clamps, memory-bound, spread over the threads too."""
 FFT_AXES = np.array([1], dtype=np.int64)
 """The axis ``r2c`` transforms: each row of a block is one frame."""
 
@@ -259,7 +264,7 @@ def default_worker_count() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-class CpuMelBackend:
+class CpuMelBackend(MelBackend):
     """The CPU mel back-end: the blocks of one call run on ``workers`` cores at once.
 
     The calling thread and a persistent pool of ``workers - 1`` threads claim chunks of frames
@@ -283,27 +288,44 @@ class CpuMelBackend:
         self._lock = threading.Lock()
 
     def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        samples = validate_audio(audio, padding)
-        n_frames = (samples.size + padding) // HOP_LENGTH
-        total = samples.size + int(padding)
-        out = np.empty((self.n_mels, n_frames), dtype=np.float32)
+        return self.log_mel_batch([audio], [padding])[0]
+
+    def log_mel_batch(self, chunks: Sequence[np.ndarray], paddings: Sequence[int]) -> np.ndarray:
+        """``MelBackend.log_mel_batch`` in two hand-offs to the pool for the whole batch: every
+        chunk's frame ranges in one :meth:`_share`, then every chunk's clamp (with its own
+        floor) in rows of ``CLAMP_ROWS`` in another - not two per chunk."""
+        samples, n_frames = validate_chunks(chunks, paddings)
+        totals = [chunk.size + int(padding) for chunk, padding in zip(samples, paddings)]
+        out = np.empty((len(samples), self.n_mels, n_frames), dtype=np.float32)
+        frame_ranges = _ranges(n_frames, CHUNK_FRAMES)
         peaks = self._share(
-            _ranges(n_frames, CHUNK_FRAMES),
-            lambda scratch, a, b: _log_mel_frames(samples, total, a, out[:, a:b], scratch),
+            [(chunk, a, b) for chunk in range(len(samples)) for a, b in frame_ranges],
+            lambda scratch, chunk, a, b: _log_mel_frames(samples[chunk], totals[chunk], a,
+                                                         out[chunk, :, a:b], scratch),
             _BlockScratch,
         )
-        _clamp_and_scale_rows(out, _clamp_floor(np.max(peaks)))  # memory-bound: one thread
+        floors = []
+        for chunk in range(len(samples)):
+            with naming_chunk(chunk, len(samples)):
+                chunk_peaks = peaks[chunk * len(frame_ranges):(chunk + 1) * len(frame_ranges)]
+                floors.append(_clamp_floor(np.max(chunk_peaks)))
+        row_ranges = _ranges(self.n_mels, CLAMP_ROWS)
+        self._share(
+            [(chunk, m, n) for chunk in range(len(samples)) for m, n in row_ranges],
+            lambda _, chunk, m, n: _clamp_and_scale_rows(out[chunk, m:n], floors[chunk]),
+            lambda: None,
+        )
         return out
 
-    def _share(self, ranges: list[tuple[int, int]], work, make_scratch) -> list:
-        """``[work(scratch, a, b) for a, b in ranges]``, the ranges claimed one at a time by
+    def _share(self, units: list[tuple[int, ...]], work, make_scratch) -> list:
+        """``[work(scratch, *unit) for unit in units]``, the units claimed one at a time by
         the calling thread and up to ``workers - 1`` pool threads, each with its own scratch.
 
         Claiming (rather than a fixed split) lets a core that other processes slow down hand
         its share to the other, and lets concurrent callers run when the pool is busy.
         """
-        results = [None] * len(ranges)
-        claims = iter(range(len(ranges)))
+        results = [None] * len(units)
+        claims = iter(range(len(units)))
         claim_lock = threading.Lock()
 
         def run() -> None:
@@ -315,12 +337,12 @@ class CpuMelBackend:
                     return
                 if scratch is None:
                     scratch = make_scratch()
-                results[index] = work(scratch, *ranges[index])
+                results[index] = work(scratch, *units[index])
 
         with self._lock:
             if self._closed:
                 raise RuntimeError("CpuMelBackend is closed")
-            helpers = min(self.workers, len(ranges)) - 1
+            helpers = min(self.workers, len(units)) - 1
             futures = [self._pool.submit(run) for _ in range(helpers)] if self._pool else []
         try:
             run()

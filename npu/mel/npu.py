@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackendError
+from npu.backend import NPU_BATCH, NPU_FRAME, FallbackReason, MelBackend, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel import host, tables
 from npu.xrt import (
@@ -46,8 +46,9 @@ def artifact_paths(artifacts_dir: Path, n_mels: int, frames_per_call: int) -> tu
     return Path(artifacts_dir) / f"{stem}.xclbin", Path(artifacts_dir) / f"{stem}.insts.bin"
 
 
-class NpuMelBackend(XrtBackend):
-    """Log-mel features on the NPU, ``frames_per_call`` frames per kernel run."""
+class NpuMelBackend(XrtBackend, MelBackend):
+    """Log-mel features on the NPU, ``frames_per_call`` frames per kernel run; a batch is
+    :class:`~npu.backend.MelBackend`'s default, one :meth:`log_mel` per chunk."""
 
     def __init__(self, config: FrontEndConfig, frames_per_call: int, name: str,
                  xclbin_path: Path | None = None, insts_path: Path | None = None,

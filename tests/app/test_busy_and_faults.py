@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.transcription.engine import Engine
 from app.transcription.result import Transcription
 from npu.audio_spec import SAMPLE_RATE
-from npu.backend import FallbackReason, MelBackendError
+from npu.backend import FallbackReason, MelBackend, MelBackendError
 from npu.config import FrontEndConfig
 from npu.mel.cpu import log_mel_spectrogram
 from npu.runtime import UnifiedNPURuntime
@@ -205,7 +205,7 @@ class MidRequestFailingNpu:
         tier = self
         answered = 0
 
-        class Device:
+        class Device(MelBackend):
             name = "npu-batch"
             n_mels = config.n_mels
 

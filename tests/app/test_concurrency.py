@@ -36,13 +36,13 @@ class RendezvousRuntime:
         self._arrived: set[int] = set()
         self._lock = threading.Lock()
 
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
+    def log_mel_batch(self, chunks: list[np.ndarray], paddings: list[int]) -> MelFeatures:
         with self._lock:
             first = threading.get_ident() not in self._arrived
             self._arrived.add(threading.get_ident())
         if first:
             self.barrier.wait()
-        return self._runtime.log_mel(audio, padding)
+        return self._runtime.log_mel_batch(chunks, paddings)
 
     def forget_threads(self) -> None:
         with self._lock:

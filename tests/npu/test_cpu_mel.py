@@ -172,3 +172,59 @@ def test_padding_frames_skipped_equal_the_padding_computed(n_samples, workers):
     with CpuMelBackend(workers=workers) as backend:
         np.testing.assert_array_equal(backend.log_mel(audio, padding), backend.log_mel(explicit))
     np.testing.assert_array_equal(log_mel_spectrogram(audio, 80, padding), log_mel_spectrogram(explicit))
+
+
+def engine_like_batch(seed: int) -> tuple[list[np.ndarray], list[int]]:
+    """Chunks as the engine passes them: various lengths (one a full 30 s), each padded to 30 s."""
+    rng = np.random.default_rng(seed)
+    lengths = [N_SAMPLES, SAMPLE_RATE * 7 + 31, 201, N_SAMPLES - 1, SAMPLE_RATE * 29]
+    chunks = [(rng.standard_normal(n) * rng.uniform(0.01, 0.5)).astype(np.float32) for n in lengths]
+    return chunks, [N_SAMPLES - chunk.size for chunk in chunks]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_is_each_chunks_features_bit_for_bit(workers):
+    chunks, paddings = engine_like_batch(workers)
+    with CpuMelBackend(80, workers=workers) as backend:
+        batch = backend.log_mel_batch(chunks, paddings)
+        assert batch.dtype == np.float32 and batch.shape == (len(chunks), 80, 3000)
+        for chunk, padding, features in zip(chunks, paddings, batch):
+            assert np.array_equal(features, log_mel_spectrogram(chunk, 80, padding))
+            assert np.array_equal(features, backend.log_mel(chunk, padding))
+
+
+def test_each_chunk_of_a_batch_is_clamped_at_its_own_peak():
+    loud = (np.random.default_rng(5).standard_normal(SAMPLE_RATE * 10) * 0.5).astype(np.float32)
+    with CpuMelBackend(80, workers=2) as backend:
+        batch = backend.log_mel_batch([loud, loud * np.float32(1e-3)], [N_SAMPLES - loud.size] * 2)
+    assert batch[0].max() - batch[1].max() == pytest.approx(1.5, abs=1e-3)  # 60 dB = 6 / 4
+    # the padding's silence (log10 of the 1e-10 floor) is clamped at the loud chunk's maximum
+    # minus 8 (2 after scaling), but lies above the quiet chunk's
+    assert batch[0].max() - batch[0].min() == pytest.approx(2.0, abs=1e-6)
+    assert batch[1].min() == pytest.approx((-10 + 4) / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_non_finite_chunk_fails_the_batch_naming_it(workers, value):
+    chunks, paddings = engine_like_batch(3)
+    chunks[3][SAMPLE_RATE * 20] = value
+    with CpuMelBackend(80, workers=workers) as backend:
+        with pytest.raises(ValueError, match=r"chunk 3 of 5: audio must be finite"):
+            backend.log_mel_batch(chunks, paddings)
+        good = backend.log_mel_batch(chunks[:3], paddings[:3])  # the pool is still usable
+    assert np.array_equal(good[2], log_mel_spectrogram(chunks[2], 80, paddings[2]))
+
+
+def test_a_batch_refuses_chunks_of_different_frame_counts_and_bad_chunks():
+    with CpuMelBackend(80, workers=2) as backend:
+        with pytest.raises(ValueError, match=r"same number of frames, got \[3000, 100\]"):
+            backend.log_mel_batch([np.zeros(N_SAMPLES, np.float32), np.zeros(16_000, np.float32)],
+                                  [0, 0])
+        with pytest.raises(ValueError, match=r"chunk 1 of 2: audio must be 1-D"):
+            backend.log_mel_batch([np.zeros(N_SAMPLES, np.float32), np.zeros((2, 10), np.float32)],
+                                  [0, 0])
+        with pytest.raises(ValueError, match="2 chunks but 1 paddings"):
+            backend.log_mel_batch([np.zeros(N_SAMPLES, np.float32)] * 2, [0])
+        with pytest.raises(ValueError, match="at least one chunk"):
+            backend.log_mel_batch([], [])

@@ -15,7 +15,7 @@ import pytest
 
 from npu import UnifiedNPURuntime
 from npu.audio_spec import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
-from npu.backend import FallbackReason, MelBackendError
+from npu.backend import FallbackReason, MelBackend, MelBackendError
 from npu.config import FrontEndConfig
 from npu.kernel_files import DEFAULT_KERNEL_DIR
 from npu.mel.cpu import log_mel_spectrogram
@@ -29,7 +29,7 @@ OPEN_REASONS = [
 ]
 
 
-class FakeNpuBackend:
+class FakeNpuBackend(MelBackend):
     """A stand-in NPU back-end. ``mode``: 'ok' (CPU maths + a marker offset so tests can tell
     who answered), 'run_failed', 'zeros', 'nan', 'crash' (a non-MelBackendError exception)."""
 
@@ -329,3 +329,84 @@ def test_gelu_and_attention_are_served():
         np.testing.assert_allclose(rt.gelu(x), expected_gelu, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(rt.attention(q, k, v), expected_attention, rtol=1e-5,
                                    atol=1e-6)
+
+
+def engine_like_batch() -> tuple[list[np.ndarray], list[int]]:
+    """Three chunks as the engine passes them: different lengths, each padded to 30 s."""
+    lengths = [N_SAMPLES, SAMPLE_RATE * 4 + 9, SAMPLE_RATE]
+    chunks = [(np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32)
+              for n in lengths]
+    return chunks, [N_SAMPLES - n for n in lengths]
+
+
+class FailingOnSecondChunk(FakeNpuBackend):
+    """Answers its first call, then fails the way ``mode`` says ('run_failed' or 'zeros')."""
+
+    def log_mel(self, audio, padding=0):
+        if self.calls == 0:
+            self.calls += 1
+            return log_mel_spectrogram(audio, self.n_mels, padding) + self.MARKER
+        return super().log_mel(audio, padding)
+
+
+def test_a_batch_on_an_npu_tier_is_one_runtime_call_of_each_chunks_features():
+    chunks, paddings = engine_like_batch()
+    batch = Tier("npu-batch")
+    with UnifiedNPURuntime(backend_factories=[batch.pair()]) as rt:
+        features, name = rt.log_mel_batch(chunks, paddings)
+        assert name == "npu-batch" and features.shape == (3, 80, 3000)
+        for chunk, padding, chunk_features in zip(chunks, paddings, features):
+            np.testing.assert_array_equal(
+                chunk_features, log_mel_spectrogram(chunk, 80, padding) + FakeNpuBackend.MARKER)
+        assert batch.opened[0].calls == 3  # the back-end's default: one log_mel per chunk
+        metrics = rt.get_performance_metrics()["backends"]["npu-batch"]
+        assert metrics["calls"] == 1 and metrics["frames"] == 3 * 3000
+        assert metrics["audio_seconds"] == pytest.approx(sum(c.size for c in chunks) / SAMPLE_RATE)
+        assert fallbacks(rt) == {}
+
+
+@pytest.mark.parametrize("mode, reason", [("run_failed", "run_failed"), ("crash", "run_failed"),
+                                          ("zeros", "bad_output"), ("nan", "bad_output")])
+@pytest.mark.parametrize("failing_chunk", [0, 1], ids=["first-chunk", "second-chunk"])
+def test_a_batch_failing_on_a_tier_is_served_whole_by_the_next(mode, reason, failing_chunk):
+    chunks, paddings = engine_like_batch()
+    backend_class = FailingOnSecondChunk if failing_chunk else FakeNpuBackend
+    failing = lambda config: backend_class("npu-batch", config, mode)
+    frame = Tier("npu-frame")
+    with UnifiedNPURuntime(backend_factories=[("npu-batch", failing), frame.pair()]) as rt:
+        features, name = rt.log_mel_batch(chunks, paddings)
+        assert name == "npu-frame" == rt.mel_backend_name
+        for chunk, padding, chunk_features in zip(chunks, paddings, features):
+            np.testing.assert_array_equal(
+                chunk_features, log_mel_spectrogram(chunk, 80, padding) + FakeNpuBackend.MARKER)
+        assert fallbacks(rt) == {reason: 1}
+        assert frame.opened[0].calls == 3
+        backends = rt.get_performance_metrics()["backends"]
+        assert set(backends) == {"npu-frame"} and backends["npu-frame"]["calls"] == 1
+
+
+def test_a_batch_on_the_cpu_equals_per_chunk_calls_and_counts_one_call():
+    chunks, paddings = engine_like_batch()
+    with UnifiedNPURuntime(enable_mel=False) as rt:
+        features, name = rt.log_mel_batch(chunks, paddings)
+        cpu = rt.get_performance_metrics()["backends"]["cpu"]
+        assert name == "cpu" and cpu["calls"] == 1 and cpu["frames"] == 9000
+        for chunk, padding, chunk_features in zip(chunks, paddings, features):
+            assert np.array_equal(chunk_features, rt.log_mel(chunk, padding).features)
+            assert np.array_equal(chunk_features, log_mel_spectrogram(chunk, 80, padding))
+
+
+@pytest.mark.parametrize("tiers", [[], [Tier("npu-batch").pair()]], ids=["cpu", "npu-tier"])
+def test_a_bad_chunk_is_a_clear_error_naming_it_not_a_fallback(tiers):
+    chunks, paddings = engine_like_batch()
+    chunks[1] = chunks[1].copy()
+    chunks[1][100] = np.nan
+    with UnifiedNPURuntime(backend_factories=tiers) as rt:
+        served_by = rt.mel_backend_name
+        with pytest.raises(ValueError, match="chunk 1 of 3: audio must be finite"):
+            rt.log_mel_batch(chunks, paddings)
+        with pytest.raises(ValueError, match="chunk 2 of 3: audio must be 1-D"):
+            rt.log_mel_batch(chunks[:1] * 2 + [np.zeros((2, 10), np.float32)], paddings)
+        with pytest.raises(ValueError, match="same number of frames"):
+            rt.log_mel_batch(chunks[:2], [0, 0])
+        assert rt.mel_backend_name == served_by and fallbacks(rt) == {}
