@@ -8,11 +8,11 @@ run, which is replayed from the golden model's answer - as CPU time (``time.proc
 threads) per 30 s chunk, over our CPU back-end's CPU time on the same chunk:
 ``npu_host_cpu_ratio`` (goal <= 0.25: the NPU exists to free the CPU).
 
-asrfront (C with SIMD and threads) is timed on two patterns: the service's, the audio as 30 s
-chunks (20 for the default 600 s; one ``runtime.log_mel_batch`` call over them, as the engine
-makes one per decode batch, against one ``asrfront.whisper.log_mel_batch`` call over the same
-chunks; our former one call per chunk is reported beside it), and the whole signal in one call
-each. Both report the max abs error against WhisperX and against a float64 reference of the same
+asrfront (C with SIMD and threads) is timed on three patterns: the audio as 30 s chunks (20 for
+the default 600 s; one ``runtime.log_mel_batch`` call over them, as the engine makes one per
+decode batch, against one ``asrfront.whisper.log_mel_batch`` call over the same chunks; our
+former one call per chunk is reported beside it); the chunks the engine's default VAD really cuts
+from the audio, each padded to 30 s (by both); and the whole signal in one call each. All report the max abs error against WhisperX and against a float64 reference of the same
 maths (NumPy's FFT in float64), so an error against WhisperX can be told from WhisperX's own
 float32 rounding."""
 
@@ -224,6 +224,16 @@ def best_seconds(functions: dict, repeats: int) -> dict[str, float]:
     return best
 
 
+def vad_chunks(audio: np.ndarray) -> list[np.ndarray]:
+    """``audio`` as the engine's default VAD hands it to the model: the speech chunks WhisperX
+    merges (up to 30 s each), cut from the samples as WhisperX cuts them."""
+    from app.transcription.vad import CHUNK_SECONDS, SileroOnnx
+
+    vad = SileroOnnx()
+    merged = vad.merge_chunks(vad({"waveform": audio, "sample_rate": SAMPLE_RATE}), CHUNK_SECONDS)
+    return [audio[int(c["start"] * SAMPLE_RATE):int(c["end"] * SAMPLE_RATE)] for c in merged]
+
+
 def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> dict:
     """Ours against asrfront on ``audio`` cut into 30 s chunks (the last one filled by repeating
     the audio) and on the whole of ``audio``; errors against WhisperX and against
@@ -239,14 +249,21 @@ def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> di
     chunks = np.split(np.resize(audio, n_chunks * audio_spec.N_SAMPLES), n_chunks)
     signal = audio
     windows, paddings = whisper_windows(chunks)
+    speech = vad_chunks(audio)
+    speech_windows, speech_paddings = whisper_windows(speech)
     ours_chunks = lambda: runtime.log_mel_batch(windows, paddings).features
     ours_chunk_calls = lambda: [runtime.process_audio_to_features(c) for c in chunks]
     theirs_chunks = lambda: asrfront.whisper.log_mel_batch(chunks, n_mels)
     ours_long = lambda: runtime.process_audio_to_features(signal)
     theirs_long = lambda: asrfront.whisper.log_mel(signal, n_mels, pad_or_trim=False)
-    best = best_seconds({"ours chunks": ours_chunks, "ours chunk calls": ours_chunk_calls,
-                         "asrfront chunks": theirs_chunks,
-                         "ours long": ours_long, "asrfront long": theirs_long}, repeats)
+    contestants = {"ours chunks": ours_chunks, "ours chunk calls": ours_chunk_calls,
+                   "asrfront chunks": theirs_chunks,
+                   "ours long": ours_long, "asrfront long": theirs_long}
+    if speech:  # noise may hold none
+        contestants["ours vad chunks"] = lambda: runtime.log_mel_batch(speech_windows,
+                                                                       speech_paddings)
+        contestants["asrfront vad chunks"] = lambda: asrfront.whisper.log_mel_batch(speech, n_mels)
+    best = best_seconds(contestants, repeats)
     whisperx_chunks = [whisperx.audio.log_mel_spectrogram(torch.from_numpy(c), n_mels).numpy()
                        for c in chunks]
     exact_chunks = [float64_log_mel(c, n_mels) for c in chunks]
@@ -278,7 +295,19 @@ def asrfront_report(audio: np.ndarray, n_mels: int, repeats: int, runtime) -> di
         "ours_long_ms": round(best["ours long"] * 1e3, 2),
         "asrfront_long_ms": round(best["asrfront long"] * 1e3, 2),
         "speedup_vs_asrfront_long": round(best["asrfront long"] / best["ours long"], 3),
+        "vad_chunk_count": len(speech),
+        **(vad_figures(speech, best) if speech else {}),
         **{f"max_abs_err_{name}": error for name, error in errors.items()},
+    }
+
+
+def vad_figures(speech: list[np.ndarray], best: dict[str, float]) -> dict:
+    return {
+        "vad_chunk_mean_seconds": round(sum(c.size for c in speech) / len(speech) / SAMPLE_RATE, 2),
+        "ours_vad_chunks_ms": round(best["ours vad chunks"] * 1e3, 2),
+        "asrfront_vad_chunks_ms": round(best["asrfront vad chunks"] * 1e3, 2),
+        "speedup_vs_asrfront_vad_chunks": round(
+            best["asrfront vad chunks"] / best["ours vad chunks"], 3),
     }
 
 

@@ -46,6 +46,9 @@ def test_bench_mel_prints_a_table_and_a_final_json_line(audio):
     assert report["speedup_vs_asrfront_long"] > 0
     assert report["max_abs_err_ours_vs_exact"] <= 1e-6  # float64 FFT, exact window: on the maths
     assert report["max_abs_err_asrfront_vs_whisperx"] <= 1e-4
+    if audio == "speech":  # the engine's VAD finds it: its chunks are timed too
+        assert report["vad_chunk_count"] >= 1 and report["speedup_vs_asrfront_vad_chunks"] > 0
+        assert 0 < report["vad_chunk_mean_seconds"] <= 3
 
 
 def test_bench_mel_every_file_reports_the_worst_errors_of_each_front_end():
