@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from npu.kernel_budget import NpuTarget, TileBudget, op_design_main, tile_budget
+from npu.kernel_mlir import StreamingCore, streaming_design
 from npu.ops import tables
 
 BF16_BYTES = 2
@@ -36,40 +37,15 @@ def design_mlir(npu: NpuTarget, config: dict) -> str:
     elements, objects = config["OBJECT_ELEMENTS"], config["OBJECTS_PER_CALL"]
     total = elements * objects
     obj, call = f"memref<{elements}xbf16>", f"memref<{total}xbf16>"
-    return f"""\
-module {{
-  aie.device({npu.device}) {{
-    func.func private @gelu_object({obj}, {obj})
-    %shim = aie.tile(0, 0)
-    %core_tile = aie.tile(0, 2)
-    aie.objectfifo @values_in(%shim, {{%core_tile}}, {FIFO_DEPTH} : i32) : !aie.objectfifo<{obj}>
-    aie.objectfifo @values_out(%core_tile, {{%shim}}, {FIFO_DEPTH} : i32) : !aie.objectfifo<{obj}>
-    %core = aie.core(%core_tile) {{
-      %c0 = arith.constant 0 : index
-      %c1 = arith.constant 1 : index
-      %forever = arith.constant 9223372036854775807 : index
-      %objects = arith.constant {objects} : index
-      scf.for %call = %c0 to %forever step %c1 {{
-        scf.for %object = %c0 to %objects step %c1 {{
-          %in_view = aie.objectfifo.acquire @values_in(Consume, 1) : !aie.objectfifosubview<{obj}>
-          %in = aie.objectfifo.subview.access %in_view[0] : !aie.objectfifosubview<{obj}> -> {obj}
-          %out_view = aie.objectfifo.acquire @values_out(Produce, 1) : !aie.objectfifosubview<{obj}>
-          %out = aie.objectfifo.subview.access %out_view[0] : !aie.objectfifosubview<{obj}> -> {obj}
-          func.call @gelu_object(%in, %out) : ({obj}, {obj}) -> ()
-          aie.objectfifo.release @values_in(Consume, 1)
-          aie.objectfifo.release @values_out(Produce, 1)
-        }}
-      }}
-      aie.end
-    }} {{link_with = "gelu_kernel.o", stack_size = {config["CORE_STACK_BYTES"]} : i32}}
+    core = StreamingCore(npu.device, "gelu_object", "values_in", "values_out", obj, obj,
+                         FIFO_DEPTH, objects, "gelu_kernel.o", config["CORE_STACK_BYTES"])
+    return streaming_design(core, f"""\
     aiex.runtime_sequence(%values: {call}, %results: {call}) {{
       aiex.npu.dma_memcpy_nd(%results[0, 0, 0, 0][1, 1, {objects}, {elements}][0, 0, {elements}, 1]) {{id = 0 : i64, metadata = @values_out, issue_token = true}} : {call}
       aiex.npu.dma_memcpy_nd(%values[0, 0, 0, 0][1, 1, {objects}, {elements}][0, 0, {elements}, 1]) {{id = 1 : i64, metadata = @values_in}} : {call}
       aiex.npu.dma_wait {{symbol = @values_out}}
     }}
-  }}
-}}
-"""
+""")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from npu.kernel_budget import TARGETS, DesignError, NpuTarget, TileBudget, target, tile_budget
+from npu.kernel_mlir import StreamingCore, streaming_design
 from npu.mel import tables
+
+FIFO_DEPTH = 2
+"""Double-buffered input and output FIFOs (also in :func:`fifo_bytes`)."""
 
 
 def parse_config_name(name: str) -> tuple[int, int]:
@@ -37,7 +41,7 @@ def parse_config_name(name: str) -> tuple[int, int]:
 
 def fifo_bytes(n_mels: int, config: dict) -> int:
     """The double-buffered input (int16 blocks) and output (int32 log-mel) FIFOs on the core."""
-    return 2 * 2 * tables.object_samples(config) + 2 * 4 * config["FRAMES_PER_OBJECT"] * n_mels
+    return FIFO_DEPTH * (2 * tables.object_samples(config) + 4 * config["FRAMES_PER_OBJECT"] * n_mels)
 
 
 def memory_budget(n_mels: int, host_object: Path, config: dict,
@@ -55,40 +59,15 @@ def design_mlir(n_mels: int, frames_per_call: int, config: dict,
     out_object = frames * n_mels
     signal = (frames_per_call + 2) * words
     in_type, out_type = f"memref<{in_object}xi16>", f"memref<{out_object}xi32>"
-    return f"""\
-module {{
-  aie.device({npu.device}) {{
-    func.func private @mel_object({in_type}, {out_type})
-    %shim = aie.tile(0, 0)
-    %core_tile = aie.tile(0, 2)
-    aie.objectfifo @samples(%shim, {{%core_tile}}, 2 : i32) : !aie.objectfifo<{in_type}>
-    aie.objectfifo @mels(%core_tile, {{%shim}}, 2 : i32) : !aie.objectfifo<{out_type}>
-    %core = aie.core(%core_tile) {{
-      %c0 = arith.constant 0 : index
-      %c1 = arith.constant 1 : index
-      %forever = arith.constant 9223372036854775807 : index
-      %objects = arith.constant {objects} : index
-      scf.for %call = %c0 to %forever step %c1 {{
-        scf.for %object = %c0 to %objects step %c1 {{
-          %in_view = aie.objectfifo.acquire @samples(Consume, 1) : !aie.objectfifosubview<{in_type}>
-          %in = aie.objectfifo.subview.access %in_view[0] : !aie.objectfifosubview<{in_type}> -> {in_type}
-          %out_view = aie.objectfifo.acquire @mels(Produce, 1) : !aie.objectfifosubview<{out_type}>
-          %out = aie.objectfifo.subview.access %out_view[0] : !aie.objectfifosubview<{out_type}> -> {out_type}
-          func.call @mel_object(%in, %out) : ({in_type}, {out_type}) -> ()
-          aie.objectfifo.release @samples(Consume, 1)
-          aie.objectfifo.release @mels(Produce, 1)
-        }}
-      }}
-      aie.end
-    }} {{link_with = "mel_kernel.o", stack_size = {config["CORE_STACK_BYTES"]} : i32}}
+    core = StreamingCore(npu.device, "mel_object", "samples", "mels", in_type, out_type,
+                         FIFO_DEPTH, objects, "mel_kernel.o", config["CORE_STACK_BYTES"])
+    return streaming_design(core, f"""\
     aiex.runtime_sequence(%signal: memref<{signal}xi16>, %features: memref<{frames_per_call * n_mels}xi32>) {{
       aiex.npu.dma_memcpy_nd(%features[0, 0, 0, 0][1, 1, {objects}, {out_object}][0, 0, {out_object}, 1]) {{id = 0 : i64, metadata = @mels, issue_token = true}} : memref<{frames_per_call * n_mels}xi32>
       aiex.npu.dma_memcpy_nd(%signal[0, 0, 0, 0][1, 1, {objects}, {in_object}][0, 0, {frames * words}, 1]) {{id = 1 : i64, metadata = @samples}} : memref<{signal}xi16>
       aiex.npu.dma_wait {{symbol = @mels}}
     }}
-  }}
-}}
-"""
+""")
 
 
 def main(argv: list[str] | None = None) -> int:
