@@ -54,12 +54,12 @@ def load(state: ServiceState) -> None:
     log."""
     started = time.perf_counter()
     engine_import = _EngineImport(state.start_up, started)
-    engine_import.start()
-    try:
-        with _collector_paused():
+    with _collector_paused():
+        engine_import.start()
+        try:
             engine = _build(state, engine_import, started)
-    finally:
-        engine_import.join()
+        finally:
+            engine_import.join()
     if engine is None:
         return
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
