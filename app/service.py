@@ -15,7 +15,8 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
@@ -50,8 +51,8 @@ def load(state: ServiceState) -> None:
     single-threaded) starts first, on its own thread; the runtime is created and its mel path
     warmed meanwhile (numba loads its compiled functions), so the model's own warm-up does not
     wait for that. Python's cyclic garbage collector is off until the model is warm
-    (:func:`_collector_paused`). Each phase's start and end go to ``state.start_up`` and the
-    log."""
+    (:func:`_collector_paused`), and its one full pass runs beside the warm-up. Each phase's
+    start and end go to ``state.start_up`` and the log."""
     started = time.perf_counter()
     engine_import = _EngineImport(state.start_up, started)
     with _collector_paused():
@@ -74,21 +75,40 @@ def load(state: ServiceState) -> None:
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block, then one full collection and on.
+    """Python's cyclic garbage collector off for the block (a collector already off, a caller's
+    choice, stays off).
 
     Importing WhisperX creates some 540,000 long-lived objects; with the collector on, its
     automatic passes rescan them over and over (measured: 1.3 s of the 7.5 s import, 1,337
-    collections). The one pass at the end (~0.4 s) frees the import's cyclic garbage and moves
-    the survivors to the oldest generation, so no pass over all of them falls on a request. A
-    collector already off (a caller's choice) stays off."""
+    collections). :func:`_warm_up_and_collect` makes one full pass instead."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
-            gc.collect()
             gc.enable()
+
+
+def _warm_up_and_collect(engine: Engine, warm_up: bool, phases: dict[str, tuple[float, float]],
+                         origin: float) -> None:
+    """The model's warm-up pass (CTranslate2 decoding, which releases the GIL) on a thread of its
+    own while this one makes the full collection (Python, ~0.4 s): it frees the import's cyclic
+    garbage and moves the survivors to the oldest generation, so no pass over all of them falls
+    on a request. Raises the warm-up's error."""
+    with ThreadPoolExecutor(1, thread_name_prefix="amanuensis-model-load-warm-up") as pool:
+        warming = pool.submit(_timed, engine.warm_up, phases, "warm_up", origin) if warm_up \
+            else None
+        with _phase(phases, "collect", origin):
+            gc.collect()
+        if warming is not None:
+            warming.result()
+
+
+def _timed(call: Callable[[], None], phases: dict[str, tuple[float, float]], name: str,
+           origin: float) -> None:
+    with _phase(phases, name, origin):
+        call()
 
 
 def _build(state: ServiceState, engine_import: _EngineImport, started: float) -> Engine | None:
@@ -122,9 +142,7 @@ def _build(state: ServiceState, engine_import: _EngineImport, started: float) ->
         return None
     state.owned.append(engine)
     try:
-        if settings.warmup:
-            with _phase(state.start_up, "warm_up", started):
-                engine.warm_up()
+        _warm_up_and_collect(engine, settings.warmup, state.start_up, started)
     except Exception as error:  # noqa: BLE001 - reported through /ready and the log
         _fail(state, "model_unavailable",
               f"the model {settings.model_choice.id!r} loaded but failed its warm-up pass: "

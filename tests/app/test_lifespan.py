@@ -99,7 +99,7 @@ print(json.dumps({"ready": state.engine is not None, "problem": state.problem,
 
 def test_loading_imports_the_engine_beside_the_runtime_with_the_collector_paused(tiny_model_dir):
     """In a fresh process (nothing imported yet): the engine import begins before the runtime is
-    done, and while loading the cyclic garbage collector makes no pass of its own, only the one
+    done, the warm-up beside the garbage collection, and while loading the cyclic garbage collector makes no pass of its own, only the one
     full collection at the end (with it on, importing WhisperX took over a thousand passes)."""
     import json
     import subprocess
@@ -111,9 +111,11 @@ def test_loading_imports_the_engine_beside_the_runtime_with_the_collector_paused
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ready"] and report["engine_imported"], report["problem"]
     phases = report["phases"]
-    assert set(phases) == {"engine_import", "runtime", "model", "warm_up"}
+    assert set(phases) == {"engine_import", "runtime", "model", "warm_up", "collect"}
     assert phases["engine_import"][0] < phases["runtime"][1]  # they overlap
     assert phases["runtime"][0] < phases["engine_import"][1]
     assert phases["engine_import"][1] <= phases["model"][0] <= phases["warm_up"][0]
+    assert phases["warm_up"][0] < phases["collect"][1]  # they overlap
+    assert phases["collect"][0] < phases["warm_up"][1]
     assert report["collections"][:1] == [2], report["collections"]  # the first: the full one
     assert report["collector_on"]

@@ -86,7 +86,8 @@ def test_bench_startup_prints_a_json_last_line():
     assert last["audio_seconds"] == 5.0
     assert 0 < last["health_seconds"] <= last["ready_seconds"]
     assert last["first_request_seconds"] > 0 and last["second_request_seconds"] > 0
-    assert set(last["phases"]) == {"engine_import", "runtime", "model", "warm_up"}
+    assert set(last["phases"]) == {"engine_import", "runtime", "model", "warm_up",
+                                   "collect"}
     assert "baseline" not in last
 
 
