@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fastapi import Depends, FastAPI
 
+from app import gc_pause
 from app.api import jobs, monitoring, realtime, transcriptions
 from app.api.jobs import JOB_PATH_PREFIX
 from app.api.limits import UploadLimit
@@ -51,16 +52,19 @@ def load(state: ServiceState) -> None:
     single-threaded) starts first, on its own thread; the runtime is created and its mel path
     warmed meanwhile (numba loads its compiled functions), so the model's own warm-up does not
     wait for that. Python's cyclic garbage collector is off until the model is warm
-    (:func:`_collector_paused`), and its one full pass runs beside the warm-up. Each phase's
-    start and end go to ``state.start_up`` and the log."""
+    (:mod:`app.gc_pause`), and its one full pass runs beside the warm-up. Each phase's start and
+    end go to ``state.start_up`` and the log."""
     started = time.perf_counter()
     engine_import = _EngineImport(state.start_up, started)
-    with _collector_paused():
+    gc_pause.pause()
+    try:
         engine_import.start()
         try:
             engine = _build(state, engine_import, started)
         finally:
             engine_import.join()
+    finally:
+        gc_pause.resume()
     if engine is None:
         return
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
@@ -71,23 +75,6 @@ def load(state: ServiceState) -> None:
                 state.runtime.mel_backend_name, state.runtime.mel_backend_reason,
                 ", ".join(f"{name} {begin:.1f}-{end:.1f}"
                           for name, (begin, end) in state.start_up.items()))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block (a collector already off, a caller's
-    choice, stays off).
-
-    Importing WhisperX creates some 540,000 long-lived objects; with the collector on, its
-    automatic passes rescan them over and over (measured: 1.3 s of the 7.5 s import, 1,337
-    collections). :func:`_warm_up_and_collect` makes one full pass instead."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _warm_up_and_collect(engine: Engine, warm_up: bool, phases: dict[str, tuple[float, float]],

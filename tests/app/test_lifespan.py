@@ -119,3 +119,22 @@ def test_loading_imports_the_engine_beside_the_runtime_with_the_collector_paused
     assert phases["collect"][0] < phases["warm_up"][1]
     assert report["collections"][:1] == [2], report["collections"]  # the first: the full one
     assert report["collector_on"]
+
+
+def test_the_start_up_pause_leaves_a_collector_turned_off_by_someone_else_off():
+    import gc
+
+    from app import gc_pause
+
+    gc_pause.pause()
+    assert not gc.isenabled()
+    gc_pause.pause()  # loading inside `amanuensis serve`, which paused it first
+    gc_pause.resume()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        gc_pause.pause()
+        gc_pause.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
