@@ -3,9 +3,9 @@
 
 Start-up creates the one :class:`~npu.runtime.UnifiedNPURuntime` and loads the WhisperX model
 once (then warms it up) on background threads (:func:`load`), so ``/health`` answers at once and
-``/ready`` says 503 until the model is in. A model that cannot load leaves the process up: ``/ready``
-keeps answering 503 with the reason and how to fix it, and the log says so once. Shutdown
-closes the runtime.
+``/ready`` says 503 until the model is in. A model that cannot load leaves the process up:
+``/ready`` keeps answering 503 with the reason and how to fix it, and the log says so once.
+Shutdown closes the runtime.
 """
 
 from __future__ import annotations
