@@ -93,14 +93,16 @@ gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(
 load(state)
 print(json.dumps({"ready": state.engine is not None, "problem": state.problem,
                   "phases": state.start_up, "collections": collections,
-                  "collector_on": gc.isenabled(), "engine_imported": "whisperx.asr" in sys.modules}))
+                  "collector_on": gc.isenabled(),
+                  "engine_imported": "whisperx.asr" in sys.modules}))
 """
 
 
 def test_loading_imports_the_engine_beside_the_runtime_with_the_collector_paused(tiny_model_dir):
     """In a fresh process (nothing imported yet): the engine import begins before the runtime is
-    done, the warm-up beside the garbage collection, and while loading the cyclic garbage collector makes no pass of its own, only the one
-    full collection at the end (with it on, importing WhisperX took over a thousand passes)."""
+    done, the warm-up beside the garbage collection, and while loading the cyclic garbage
+    collector makes no pass of its own, only the one full collection at the end (with it on,
+    importing WhisperX took over a thousand passes)."""
     import json
     import subprocess
     import sys
