@@ -32,6 +32,10 @@ class ServiceState:
     """Job submission, records and execution; started with the service."""
     owned: list[Engine | UnifiedNPURuntime] = field(default_factory=list)
     """What the service built itself and closes at shutdown (not what a caller handed it)."""
+    start_up: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Start-up phases that ran (``engine_import``, ``runtime``, ``model``, ``warm_up``,
+    ``collect``): start and end, seconds from the start of loading; ``engine_import`` overlaps
+    ``runtime``, ``warm_up`` overlaps ``collect``."""
     realtime_sessions: int = 0
     """Realtime WebSocket sessions open now (at most ``settings.realtime_max_sessions``)."""
     metrics: ServiceMetrics = field(init=False)

@@ -59,6 +59,8 @@ def status(state: State) -> dict:
         "encoder_backend": state.settings.encoder_backend,
         "ops": runtime.get("ops", {}),
         "uptime_seconds": time.time() - state.started_at,
+        "start_up": {name: {"start_seconds": begin, "end_seconds": end}
+                     for name, (begin, end) in state.start_up.items()},
     }
 
 

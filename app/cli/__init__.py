@@ -15,7 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "bench_mel", "doctor", "kernels", "serve", "transcribe", "tiny", "bench_serve", "bench_load",
     "bench_e2e", "bench_decode", "bench_wer", "bench_encoder", "bench_stream", "worker", "jobs",
-    "bench_jobs",
+    "bench_jobs", "bench_startup",
 )
 
 

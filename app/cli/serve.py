@@ -13,6 +13,9 @@ def register(commands, bench) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app import gc_pause
+
+    gc_pause.pause()  # until the model is loaded, the app's imports too (app.gc_pause)
     import logging
 
     import uvicorn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -78,3 +79,64 @@ def test_the_app_imports_without_whisperx():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+LOAD_SCRIPT = """
+import gc, json, sys
+from app.service import load
+from app.settings import Settings
+from app.state import ServiceState
+
+state = ServiceState(Settings(model=sys.argv[1], mel_backend="cpu", cpu_threads=1))
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
+load(state)
+print(json.dumps({"ready": state.engine is not None, "problem": state.problem,
+                  "phases": state.start_up, "collections": collections,
+                  "collector_on": gc.isenabled(),
+                  "engine_imported": "whisperx.asr" in sys.modules}))
+"""
+
+
+def test_loading_imports_the_engine_beside_the_runtime_with_the_collector_paused(tiny_model_dir):
+    """In a fresh process (nothing imported yet): the engine import begins before the runtime is
+    done, the warm-up beside the garbage collection, and while loading the cyclic garbage
+    collector makes no pass of its own, only the one full collection at the end (with it on,
+    importing WhisperX took over a thousand passes)."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(tiny_model_dir)],
+                            capture_output=True, text=True, check=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ready"] and report["engine_imported"], report["problem"]
+    phases = report["phases"]
+    assert set(phases) == {"engine_import", "runtime", "model", "warm_up", "collect"}
+    assert phases["engine_import"][0] < phases["runtime"][1]  # they overlap
+    assert phases["runtime"][0] < phases["engine_import"][1]
+    assert phases["engine_import"][1] <= phases["model"][0] <= phases["warm_up"][0]
+    assert phases["warm_up"][0] < phases["collect"][1]  # they overlap
+    assert phases["collect"][0] < phases["warm_up"][1]
+    assert report["collections"][:1] == [2], report["collections"]  # the first: the full one
+    assert report["collector_on"]
+
+
+def test_the_start_up_pause_leaves_a_collector_turned_off_by_someone_else_off():
+    import gc
+
+    from app import gc_pause
+
+    gc_pause.pause()
+    assert not gc.isenabled()
+    gc_pause.pause()  # loading inside `amanuensis serve`, which paused it first
+    gc_pause.resume()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        gc_pause.pause()
+        gc_pause.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

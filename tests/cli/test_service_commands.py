@@ -1,5 +1,5 @@
-"""``amanuensis tiny-model``, ``transcribe``, ``bench serve`` and ``bench wer``, run as a user
-would."""
+"""``amanuensis tiny-model``, ``transcribe``, ``bench serve``, ``bench startup`` and ``bench wer``,
+run as a user would."""
 
 from __future__ import annotations
 
@@ -76,6 +76,29 @@ def test_bench_serve_prints_a_json_last_line():
                                                    rel=1e-2)
     assert last["service_x_realtime"] == pytest.approx(10.0 / last["service_seconds"], rel=1e-2)
     assert last["mel_backend"] == "cpu"
+
+
+@pytest.mark.slow
+def test_bench_startup_prints_a_json_last_line():
+    result = run_cli("bench", "startup", "--seconds", "5", "--repeats", "1")
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["model"] == "tiny.en"
+    assert last["audio_seconds"] == 5.0
+    assert 0 < last["health_seconds"] <= last["ready_seconds"]
+    assert last["first_request_seconds"] > 0 and last["second_request_seconds"] > 0
+    assert set(last["phases"]) == {"engine_import", "runtime", "model", "warm_up",
+                                   "collect"}
+    assert "baseline" not in last
+
+
+@pytest.mark.slow
+def test_bench_startup_refuses_a_baseline_that_is_no_checkout(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())",
+         "bench", "startup", "--baseline", str(tmp_path)],
+        check=False, cwd=REPO_ROOT, env=REAL_MODEL_ENV, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "is not a checkout of this project" in result.stderr
 
 
 @pytest.mark.slow
