@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.cli.local_process import free_loopback_port
+
 WORKER_NAMES = ("bench-one", "bench-two")
 WARMUP_TIMEOUT_S = 600
 
@@ -40,17 +42,11 @@ def register(commands, bench) -> None:
     parser.set_defaults(handler=run)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found: install it or pass --broker-url")
-    port = _free_port()
+    port = free_loopback_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", str(folder)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

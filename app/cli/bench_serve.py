@@ -16,16 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from app.cli.local_process import free_loopback_port, wait_until_ok
 from npu.audio_spec import SAMPLE_RATE
 
 WARMUP_ROUNDS = 2
+READY_TIMEOUT_SECONDS = 300
 
 
 def register(commands, bench) -> None:
@@ -60,28 +61,18 @@ def speech_audio(seconds: float):
 
 
 def start_service() -> tuple[str, subprocess.Popen]:
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.service:create_app", "--host",
          "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with {process.returncode}")
-        try:
-            if httpx.get(url + "/ready", timeout=5).status_code == 200:
-                return url, process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("the service did not become ready in 300 s")
+    try:
+        wait_until_ok(url + "/ready", process, time.perf_counter(), READY_TIMEOUT_SECONDS)
+    except SystemExit:
+        process.terminate()
+        raise
+    return url, process
 
 
 def run(args: argparse.Namespace) -> int:

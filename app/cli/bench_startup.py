@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.cli.local_process import free_loopback_port, wait_until_ok
 from npu.audio_spec import SAMPLE_RATE
 
 THIS_CHECKOUT = Path(__file__).resolve().parents[2]
-POLL_SECONDS = 0.05
 TIMINGS = ("health_seconds", "ready_seconds", "first_request_seconds", "second_request_seconds")
 
 
@@ -82,9 +81,7 @@ def start_once(checkout: Path, upload: bytes, timeout: float) -> dict:
     """One launch of ``amanuensis serve`` from ``checkout``: its timings, model and phases."""
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(checkout), "AMANUENSIS_HOST": "127.0.0.1",
            "AMANUENSIS_PORT": str(port)}
@@ -93,8 +90,8 @@ def start_once(checkout: Path, upload: bytes, timeout: float) -> dict:
         process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=checkout,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            health = _wait_for(url + "/health", process, launched, timeout, log)
-            ready = _wait_for(url + "/ready", process, launched, timeout, log)
+            health = wait_until_ok(url + "/health", process, launched, timeout, log)
+            ready = wait_until_ok(url + "/ready", process, launched, timeout, log)
             requests = []
             for _ in range(2):
                 started = time.perf_counter()
@@ -111,24 +108,3 @@ def start_once(checkout: Path, upload: bytes, timeout: float) -> dict:
             "model": status["model"],
             "phases": {name: [round(span["start_seconds"], 3), round(span["end_seconds"], 3)]
                        for name, span in status.get("start_up", {}).items()}}
-
-
-def _wait_for(url: str, process: subprocess.Popen, launched: float, timeout: float,
-              log) -> float:
-    """Seconds from the launch to the first 200 from ``url``; exits with the log's tail if the
-    service dies or takes longer than ``timeout``."""
-    import httpx
-
-    while time.perf_counter() - launched < timeout:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(url, timeout=POLL_SECONDS * 20).status_code == 200:
-                return time.perf_counter() - launched
-        except httpx.TransportError:
-            pass
-        time.sleep(POLL_SECONDS)
-    log.seek(0)
-    tail = log.read()[-3000:].decode(errors="replace")
-    raise SystemExit(f"{url} did not answer 200 within {timeout:.0f} s "
-                     f"(exit code {process.poll()}); the service's log ends:\n{tail}")
